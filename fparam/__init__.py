@@ -1,0 +1,19 @@
+"""fparam: PyTorch's nn.Parameter / nn.Module programming model, rebuilt functionally on JAX."""
+
+from fparam import nn, optim
+from fparam._grad import grad, value_and_grad
+from fparam._module import Buffer, Module, Parameter
+from fparam._random import manual_seed
+
+__all__ = [
+    "Buffer",
+    "Module",
+    "Parameter",
+    "grad",
+    "manual_seed",
+    "nn",
+    "optim",
+    "value_and_grad",
+]
+
+__version__ = "0.1.0"

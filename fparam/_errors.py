@@ -1,0 +1,55 @@
+"""The long error and warning messages of fparam's core, kept in one place.
+
+Messages that mirror torch keep torch's wording (see ``torch-semantics.md``), with torch's type
+names replaced by fparam's (``nn.Parameter`` for ``torch.nn.Parameter``, ``jax.Array`` for
+``torch.FloatTensor``), so a PyTorch user recognises them and a test can compare substrings.
+"""
+
+from __future__ import annotations
+
+TRACED_MUTATION = (
+    "cannot {action} on a {cls} inside a JAX transformation (jit, grad, vmap, scan, ...): this "
+    "module is the traced copy that the transformation made of its argument, so the change would "
+    "be silently lost when the trace ends. Do it outside the transformation, or build the new "
+    "module functionally and return it (for example `model, opt = opt.step(model, grads)`, or "
+    "`jax.tree.map(...)` over the module)."
+)
+
+PLAIN_CONTAINER = (
+    "cannot assign a plain {container} holding {what} as attribute '{name}': fparam (like torch) "
+    "would not register what is inside it, so it would be silently left out of parameters(), "
+    "state_dict() and training. Use {suggestion} instead."
+)
+
+TRACED_STATIC = (
+    "cannot assign a traced array as plain attribute '{name}' of {cls}: plain arrays are static "
+    "state, part of the tree structure and baked into compiled code. Register it as "
+    "nn.Buffer(x) (state carried through the trace) or nn.Parameter(x) instead."
+)
+
+LARGE_STATIC_ARRAY = (
+    "attribute '{name}' of {cls} is a plain array of {size}: plain arrays are static state, "
+    "baked into every compiled function as a constant. For large state use "
+    "nn.Buffer(x) (not trained, saved in state_dict) or nn.Parameter(x, requires_grad=False)."
+)
+
+SHARED_MODULE = (
+    "{what} appears twice in one model (as '{first}' and as '{second}'). A module is a JAX "
+    "pytree, so jax.jit and jax.grad would turn the two places into two independent copies and "
+    "silently untie them. Use a distinct object for each place, or call the same module twice "
+    "in forward()."
+)
+
+NOT_IN_TREE = (
+    "{what} is not part of this model: {detail}"
+)
+
+LOAD_NOT_ARRAY = (
+    'While copying the parameter named "{key}", expected an array or array-like object from '
+    "checkpoint but received {type}"
+)
+
+LOAD_SIZE_MISMATCH = (
+    "size mismatch for {key}: copying a param with shape {src} from checkpoint, the shape in "
+    "current model is {dst}."
+)

@@ -1,0 +1,1155 @@
+"""``Parameter``, ``Buffer`` and ``Module``: torch's programming model as JAX pytrees.
+
+How a module is stored
+----------------------
+Every value lives in the instance ``__dict__``, so reading ``self.weight`` is a plain attribute
+lookup that returns a ``jax.Array`` (or a tracer): no ``__getattr__`` or ``__getattribute__`` on
+the hot path. What each name *is* (parameter, buffer, child module or static value) is decided
+when it is assigned and recorded in an immutable :class:`_Layout`, which is also the pytree's
+auxiliary data. Flattening is one ``itemgetter`` call over ``__dict__``; unflattening copies a
+prepared dict; neither classifies anything. Layouts hash once, on construction, and compare by
+identity first, so JAX's cache lookup for an unchanged module is cheap.
+
+Every ``Parameter`` carries a ``uid`` that is part of the layout: it is how an optimizer built
+from ``model.fc.parameters()`` recognises its parameters in whatever copy of the model a
+transformation hands it later, as torch recognises them by object identity.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple, TypeVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fparam import _errors
+
+__all__ = ["Buffer", "Module", "Parameter", "StaticArrayWarning"]
+
+T = TypeVar("T", bound="Module")
+
+_LARGE_STATIC_BYTES = 1 << 20
+
+_uid_lock = threading.Lock()
+_uid_counter = itertools.count(1)
+
+
+def _next_uid() -> int:
+    with _uid_lock:
+        return next(_uid_counter)
+
+
+class StaticArrayWarning(UserWarning):
+    """A large plain array was stored as static state (it is compiled in as a constant)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Values
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, (jax.Array, np.ndarray, np.generic))
+
+
+def _is_tracer(value: Any) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def _typename(value: Any) -> str:
+    """torch.typename's counterpart: the name torch-style messages use for a value's type."""
+    if isinstance(value, jax.Array):
+        return "jax.Array"
+    if isinstance(value, np.ndarray):
+        return "numpy.ndarray"
+    cls = type(value)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _to_jax(data: Any, what: str) -> jax.Array:
+    if isinstance(data, jax.Array):  # tracers included: kept as they are
+        return data
+    if isinstance(data, (Parameter, Buffer)):
+        return data.data
+    if isinstance(data, (np.ndarray, np.generic, int, float, complex, bool)):
+        return jnp.asarray(data)
+    if hasattr(data, "__array__"):
+        if hasattr(data, "detach"):  # a torch tensor: read it without importing torch
+            data = data.detach().cpu()
+        return jnp.asarray(np.asarray(data))
+    raise TypeError(f"{what} expects an array (jax.Array, numpy array), got {_typename(data)}")
+
+
+def _can_require_grad(array: Any) -> bool:
+    return bool(jnp.issubdtype(array.dtype, jnp.inexact))
+
+
+class Parameter:
+    """A differentiable leaf of a module, like ``torch.nn.Parameter``.
+
+    Assigning one to a module attribute registers a parameter; reading the attribute back gives
+    the plain ``jax.Array``. ``Module.parameters()`` yields ``Parameter`` handles, which carry
+    ``requires_grad`` and the identity an optimizer uses; arithmetic on a handle gives arrays.
+
+    Arguments:
+        data: the initial value: a JAX or NumPy array, a scalar, or anything ``numpy.asarray``
+            reads. ``None`` gives an empty float32 array of shape ``(0,)``, as in torch.
+        requires_grad: whether optimizers and ``fparam.grad`` train it. Integer arrays cannot
+            require gradients (torch raises the same ``RuntimeError``).
+    """
+
+    __slots__ = ("data", "requires_grad", "uid")
+
+    data: jax.Array
+    requires_grad: bool
+    uid: int
+
+    def __init__(self, data: Any = None, requires_grad: bool = True) -> None:
+        uid = data.uid if isinstance(data, Parameter) else _next_uid()
+        array = jnp.zeros((0,), jnp.float32) if data is None else _to_jax(data, "Parameter")
+        if requires_grad and not _can_require_grad(array):
+            raise RuntimeError(
+                "Only arrays of floating point and complex dtype can require gradients "
+                f"(got dtype {array.dtype}); pass requires_grad=False"
+            )
+        self.data = array
+        self.requires_grad = bool(requires_grad)
+        self.uid = uid
+
+    @classmethod
+    def _handle(cls, data: Any, requires_grad: bool, uid: int) -> Parameter:
+        handle = object.__new__(cls)
+        handle.data, handle.requires_grad, handle.uid = data, requires_grad, uid
+        return handle
+
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+
+    def numel(self) -> int:
+        """Number of elements, as ``torch.Tensor.numel``."""
+        return int(self.data.size)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.data, dtype=dtype)
+
+    def __jax_array__(self) -> jax.Array:
+        return self.data
+
+    def __repr__(self) -> str:
+        suffix = "" if self.requires_grad else ", requires_grad=False"
+        return f"Parameter containing:\n{self.data!r}{suffix}"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Parameter:
+        return Parameter._handle(self.data, self.requires_grad, self.uid)
+
+
+def _binary(name: str) -> Callable[..., Any]:
+    op = getattr(operator, name)
+
+    def method(self: Parameter, other: Any) -> Any:
+        return op(self.data, other.data if isinstance(other, Parameter) else other)
+
+    def reflected(self: Parameter, other: Any) -> Any:
+        return op(other, self.data)
+
+    return method, reflected  # type: ignore[return-value]
+
+
+for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul"):
+    _fwd, _rev = _binary(_name)  # type: ignore[misc]
+    setattr(Parameter, f"__{_name}__", _fwd)
+    setattr(Parameter, f"__r{_name}__", _rev)
+for _name in ("lt", "le", "gt", "ge"):
+    setattr(Parameter, f"__{_name}__", _binary(_name)[0])  # type: ignore[index]
+Parameter.__neg__ = lambda self: -self.data  # type: ignore[attr-defined]
+Parameter.__getitem__ = lambda self, index: self.data[index]  # type: ignore[attr-defined]
+
+
+class Buffer:
+    """A state leaf of a module that is not trained, like ``torch.nn.Buffer``.
+
+    Arguments:
+        data: the value (JAX or NumPy array, or anything ``numpy.asarray`` reads).
+        persistent: whether ``state_dict()`` saves it (``register_buffer``'s flag).
+    """
+
+    __slots__ = ("data", "persistent")
+
+    def __init__(self, data: Any, *, persistent: bool = True) -> None:
+        self.data = _to_jax(data, "Buffer")
+        self.persistent = bool(persistent)
+
+    def __repr__(self) -> str:
+        return f"Buffer containing:\n{self.data!r}"
+
+
+# --------------------------------------------------------------------------------------------
+# Static values: hashable keys for the layout
+
+
+class _ById:
+    """Compares a value by identity: how static arrays and unhashable objects join a layout."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ById) and other.value is self.value
+
+
+def _static_key(value: Any) -> Any:
+    if isinstance(value, (jax.Array, np.ndarray)):
+        return _ById(value)
+    cls = type(value)
+    if cls in (list, tuple):
+        return cls, tuple(_static_key(item) for item in value)
+    if cls in (dict, OrderedDict):
+        return cls, tuple((k, _static_key(v)) for k, v in value.items())
+    try:
+        hash(value)
+    except TypeError:
+        return _ById(value)
+    return cls, value
+
+
+def _contained_kinds(value: Any, seen: set[int] | None = None) -> set[str]:
+    """What a plain container holds that fparam would have to register: module/param/array."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return set()
+    seen.add(id(value))
+    items: Any
+    if isinstance(value, Mapping):
+        items = value.values()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = value
+    else:
+        return set()
+    kinds: set[str] = set()
+    for item in items:
+        if isinstance(item, Module):
+            kinds.add("module")
+        elif isinstance(item, Parameter):
+            kinds.add("parameter")
+        elif isinstance(item, (Buffer, jax.Array, np.ndarray)):
+            kinds.add("array")
+        else:
+            kinds |= _contained_kinds(item, seen)
+    return kinds
+
+
+def _check_static(owner: Module, name: str, value: Any) -> None:
+    cls = type(owner).__name__
+    if _is_tracer(value):
+        raise TypeError(_errors.TRACED_STATIC.format(name=name, cls=cls))
+    if isinstance(value, (list, tuple, set, frozenset, Mapping)):
+        kinds = _contained_kinds(value)
+        if kinds:
+            mapping = isinstance(value, Mapping)
+            if "module" in kinds:
+                suggestion = "nn.ModuleDict" if mapping else "nn.ModuleList (or nn.Sequential)"
+                what = "Modules"
+            elif "parameter" in kinds:
+                suggestion = "nn.ParameterDict" if mapping else "nn.ParameterList"
+                what = "Parameters"
+            else:
+                what = "arrays"
+                suggestion = (
+                    "nn.ParameterDict / nn.ParameterList"
+                    if mapping
+                    else "nn.ParameterList (with requires_grad=False to freeze)"
+                ) + ", or register each array with register_buffer()"
+            raise TypeError(
+                _errors.PLAIN_CONTAINER.format(
+                    container=type(value).__name__, what=what, name=name, suggestion=suggestion
+                )
+            )
+    if isinstance(value, (jax.Array, np.ndarray)) and value.nbytes > _LARGE_STATIC_BYTES:
+        size = f"{value.nbytes / (1 << 20):.1f} MiB"
+        warnings.warn(
+            _errors.LARGE_STATIC_ARRAY.format(name=name, cls=cls, size=size),
+            StaticArrayWarning,
+            stacklevel=4,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Layout: the pytree auxiliary data
+
+
+_INTERNAL = frozenset({"_fp_layout", "_fp_from_tree"})
+
+
+class _Layout:
+    """What each attribute of one module is. Immutable; replaced whenever a kind changes.
+
+    ``params`` is ``((name, requires_grad, uid), ...)``, ``buffers`` is ``((name, persistent),
+    ...)``, ``modules`` is ``(name, ...)``, all in registration order; ``statics`` maps every
+    other attribute to its value.
+    """
+
+    __slots__ = (
+        "base",
+        "buffers",
+        "cls",
+        "getter",
+        "hash",
+        "key",
+        "keys",
+        "leaf_names",
+        "modules",
+        "params",
+        "statics",
+    )
+
+    def __init__(
+        self,
+        cls: type,
+        params: tuple[tuple[str, bool, int], ...],
+        buffers: tuple[tuple[str, bool], ...],
+        modules: tuple[str, ...],
+        statics: dict[str, Any],
+    ) -> None:
+        self.cls = cls
+        self.params = params
+        self.buffers = buffers
+        self.modules = modules
+        self.statics = statics
+        names = tuple(p[0] for p in params) + tuple(b[0] for b in buffers) + modules
+        self.leaf_names = names
+        self.keys = tuple(jax.tree_util.GetAttrKey(n) for n in names)
+        if not names:
+            self.getter: Callable[[dict[str, Any]], tuple[Any, ...]] = lambda d: ()
+        elif len(names) == 1:
+            only = names[0]
+            self.getter = lambda d: (d[only],)
+        else:
+            self.getter = operator.itemgetter(*names)
+        self.key = (
+            cls,
+            params,
+            buffers,
+            modules,
+            tuple((k, _static_key(v)) for k, v in statics.items()),
+        )
+        self.hash = hash(self.key)
+        # What an unflattened instance starts from; `_fp_from_tree` marks it as a copy made by
+        # a transformation, which may not be mutated while it holds tracers.
+        self.base = {**statics, "_fp_layout": self, "_fp_from_tree": True}
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        return (
+            isinstance(other, _Layout) and self.hash == other.hash and self.key == other.key
+        )
+
+    def __repr__(self) -> str:
+        names = ", ".join(self.leaf_names)
+        return f"{self.cls.__name__}Layout({names})"
+
+    def kind(self, name: str) -> str | None:
+        for p in self.params:
+            if p[0] == name:
+                return "param"
+        for b in self.buffers:
+            if b[0] == name:
+                return "buffer"
+        if name in self.modules:
+            return "module"
+        return None
+
+    def replace(self, **changes: Any) -> _Layout:
+        fields = {
+            "params": self.params,
+            "buffers": self.buffers,
+            "modules": self.modules,
+            "statics": self.statics,
+        }
+        fields.update(changes)
+        return _Layout(self.cls, **fields)
+
+
+def _flatten(module: Module) -> tuple[tuple[Any, ...], _Layout]:
+    d = module.__dict__
+    layout = d["_fp_layout"]
+    return layout.getter(d), layout
+
+
+def _flatten_with_keys(module: Module) -> tuple[list[tuple[Any, Any]], _Layout]:
+    d = module.__dict__
+    layout = d["_fp_layout"]
+    return [(k, d[n]) for k, n in zip(layout.keys, layout.leaf_names)], layout
+
+
+def _unflatten(layout: _Layout, children: Any) -> Module:
+    module = object.__new__(layout.cls)
+    d = layout.base.copy()
+    d.update(zip(layout.leaf_names, children))
+    object.__setattr__(module, "__dict__", d)
+    return module
+
+
+def _register_pytree(cls: type) -> None:
+    jax.tree_util.register_pytree_with_keys(cls, _flatten_with_keys, _unflatten, _flatten)
+
+
+class _IncompatibleKeys(NamedTuple):
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+    def __repr__(self) -> str:
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return (
+            f"_IncompatibleKeys(missing_keys={self.missing_keys}, "
+            f"unexpected_keys={self.unexpected_keys})"
+        )
+
+    __str__ = __repr__
+
+
+def _addindent(text: str, spaces: int) -> str:
+    lines = text.split("\n")
+    if len(lines) == 1:
+        return text
+    first = lines.pop(0)
+    return first + "\n" + "\n".join(" " * spaces + line for line in lines)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+# --------------------------------------------------------------------------------------------
+# Module
+
+
+class Module:
+    """Base class of every layer, like ``torch.nn.Module``, and a JAX pytree.
+
+    Subclasses call ``super().__init__()`` and then assign attributes as in torch:
+
+    * ``nn.Parameter(x)``: a trainable leaf (in ``parameters()`` and ``state_dict()``);
+    * ``nn.Buffer(x)`` or ``register_buffer``: a state leaf, not trained;
+    * a ``Module``: a child;
+    * anything else (a plain array, int, tuple, callable, the ``training`` flag): static state,
+      part of the tree structure. A plain array is never trained or saved, exactly as a plain
+      tensor attribute in torch.
+
+    Reading a parameter or buffer attribute gives a ``jax.Array``. Subclasses are registered as
+    pytrees automatically, so ``jax.jit``, ``jax.grad``, ``jax.vmap`` and ``jax.tree.map`` take
+    modules directly; tree paths spell the ``state_dict()`` keys.
+    """
+
+    training: bool
+    _fp_layout: _Layout
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _register_pytree(cls)
+
+    def __init__(self) -> None:
+        d = self.__dict__
+        if "_fp_layout" in d:  # a second __init__ call re-initialises, as in torch
+            d.clear()
+        d["training"] = True
+        d["_fp_layout"] = _Layout(type(self), (), (), (), {"training": True})
+
+    # ---------------------------------------------------------------- call
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The computation; subclasses override it. ``module(x)`` calls it."""
+        raise NotImplementedError(
+            f'Module [{type(self).__name__}] is missing the required "forward" function'
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    # ---------------------------------------------------------------- mutation guard
+
+    def _check_mutable(self, action: str) -> None:
+        d = self.__dict__
+        if d.get("_fp_from_tree") and any(_is_tracer(leaf) for leaf in jax.tree.leaves(self)):
+            raise RuntimeError(
+                _errors.TRACED_MUTATION.format(action=action, cls=type(self).__name__)
+            )
+
+    def _layout_or_raise(self, what: str) -> _Layout:
+        layout = self.__dict__.get("_fp_layout")
+        if layout is None:
+            raise AttributeError(f"cannot assign {what} before Module.__init__() call")
+        return layout
+
+    def _commit(self, layout: _Layout, **values: Any) -> None:
+        d = self.__dict__
+        d.update(values)
+        d["_fp_layout"] = layout
+
+    def _statics_without(self, layout: _Layout, name: str) -> dict[str, Any]:
+        if name not in layout.statics:
+            return layout.statics
+        return {k: v for k, v in layout.statics.items() if k != name}
+
+    def _remove_name(self, layout: _Layout, name: str) -> _Layout:
+        """The layout without ``name``, whatever kind it was."""
+        return layout.replace(
+            params=tuple(p for p in layout.params if p[0] != name),
+            buffers=tuple(b for b in layout.buffers if b[0] != name),
+            modules=tuple(m for m in layout.modules if m != name),
+            statics=self._statics_without(layout, name),
+        )
+
+    # ---------------------------------------------------------------- sharing checks
+
+    def _subtree(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        yield prefix, self
+        d = self.__dict__
+        for name in d["_fp_layout"].modules:
+            child = d[name]
+            if child is not None:
+                yield from child._subtree(_join(prefix, name))
+
+    def _check_no_sharing(self, name: str, value: Module | Parameter) -> None:
+        """Refuse a second place for an object already in this tree (see SHARED_MODULE)."""
+        modules: dict[int, str] = {}
+        uids: dict[int, str] = {}
+        for path, module in self._subtree():
+            modules[id(module)] = path
+            d = module.__dict__
+            for pname, _, uid in d["_fp_layout"].params:
+                if not (module is self and pname == name) and d[pname] is not None:
+                    uids[uid] = _join(path, pname)
+        if isinstance(value, Parameter):
+            if value.uid in uids:
+                raise ValueError(
+                    _errors.SHARED_MODULE.format(
+                        what="This nn.Parameter", first=uids[value.uid], second=name
+                    )
+                )
+            return
+        replaced = self.__dict__.get(name) if name in self._fp_layout.modules else None
+        if replaced is not None:
+            for _, module in replaced._subtree():
+                modules.pop(id(module), None)
+            for path, module in replaced._subtree():
+                for pname, _, uid in module.__dict__["_fp_layout"].params:
+                    uids.pop(uid, None)
+        for path, module in value._subtree(name):
+            if id(module) in modules:
+                what = f"The {type(module).__name__} module"
+                first = modules[id(module)] or "<root>"
+                raise ValueError(_errors.SHARED_MODULE.format(what=what, first=first, second=path))
+            modules[id(module)] = path
+            d = module.__dict__
+            for pname, _, uid in d["_fp_layout"].params:
+                if d[pname] is None:
+                    continue
+                if uid in uids:
+                    raise ValueError(
+                        _errors.SHARED_MODULE.format(
+                            what="An nn.Parameter", first=uids[uid], second=_join(path, pname)
+                        )
+                    )
+                uids[uid] = _join(path, pname)
+
+    # ---------------------------------------------------------------- registration
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        layout = self.__dict__.get("_fp_layout")
+        if layout is None:
+            if isinstance(value, Parameter):
+                raise AttributeError("cannot assign parameters before Module.__init__() call")
+            if isinstance(value, Module):
+                raise AttributeError("cannot assign module before Module.__init__() call")
+            if isinstance(value, Buffer):
+                raise AttributeError("cannot assign buffer before Module.__init__() call")
+            object.__setattr__(self, name, value)
+            return
+        kind = layout.kind(name)
+        if isinstance(value, Parameter):
+            self._set_parameter(name, value)
+        elif kind == "param":
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign '{_typename(value)}' as parameter '{name}' "
+                    "(nn.Parameter or None expected)"
+                )
+            self._set_parameter(name, None)
+        elif isinstance(value, Module):
+            self._set_module(name, value)
+        elif kind == "module":
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign '{_typename(value)}' as child module '{name}' "
+                    "(nn.Module or None expected)"
+                )
+            self._set_module(name, None)
+        elif isinstance(value, Buffer) or kind == "buffer":
+            if value is not None and not isinstance(value, Buffer) and not _is_array(value):
+                raise TypeError(
+                    f"cannot assign '{_typename(value)}' as buffer '{name}' "
+                    "(nn.Buffer, array or None expected)"
+                )
+            if isinstance(value, Buffer):
+                persistent = value.persistent
+            else:
+                persistent = next(b[1] for b in layout.buffers if b[0] == name)
+            self.register_buffer(name, value, persistent=persistent)
+        else:
+            self._set_static(name, value)
+
+    def _set_static(self, name: str, value: Any) -> None:
+        descriptor = getattr(type(self), name, None)
+        if hasattr(descriptor, "__set__"):  # a property: its setter stores what it needs
+            object.__setattr__(self, name, value)
+            return
+        self._check_mutable(f"set attribute '{name}'")
+        _check_static(self, name, value)
+        layout = self._fp_layout
+        if name in layout.statics:
+            statics = dict(layout.statics)
+            statics[name] = value
+            new = layout.replace(statics=statics)
+        else:
+            new = self._remove_name(layout, name)
+            new = new.replace(statics={**new.statics, name: value})
+        self._commit(new, **{name: value})
+
+    def _set_parameter(self, name: str, param: Parameter | None) -> None:
+        layout = self._fp_layout
+        self._check_mutable(f"set parameter '{name}'")
+        if param is not None:
+            self._check_no_sharing(name, param)
+        requires_grad = param.requires_grad if param is not None else True
+        uid = param.uid if param is not None else _next_uid()
+        entry = (name, requires_grad, uid)
+        if layout.kind(name) == "param":  # keep the position, as torch's ordered dict does
+            params = tuple(entry if p[0] == name else p for p in layout.params)
+            new = layout.replace(params=params)
+        else:
+            new = self._remove_name(layout, name)
+            new = new.replace(params=(*new.params, entry))
+        self._commit(new, **{name: None if param is None else param.data})
+
+    def _set_module(self, name: str, module: Module | None) -> None:
+        layout = self._fp_layout
+        self._check_mutable(f"set child module '{name}'")
+        if module is not None:
+            if "_fp_layout" not in module.__dict__:
+                raise AttributeError(
+                    f"cannot assign module '{name}': its __init__ did not call "
+                    "super().__init__()"
+                )
+            self._check_no_sharing(name, module)
+        if layout.kind(name) == "module":
+            new = layout
+        else:
+            new = self._remove_name(layout, name)
+            new = new.replace(modules=(*new.modules, name))
+        self._commit(new, **{name: module})
+
+    def _check_new_name(self, name: Any, what: str, kind: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"{what} name should be a string. Got {type(name).__name__}")
+        if name == "":
+            raise KeyError(f'{what} name can\'t be empty string ""')
+        if "." in name:
+            raise KeyError(f'{what} name can\'t contain "."')
+        if hasattr(self, name) and self._fp_layout.kind(name) != kind:
+            raise KeyError(f"attribute '{name}' already exists")
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Add a parameter under ``name`` (``None`` registers an absent one, like ``bias=False``).
+
+        Mirrors ``torch.nn.Module.register_parameter``: the same name checks, in the same order,
+        with the same exception types.
+        """
+        self._layout_or_raise("parameter")
+        self._check_new_name(name, "parameter", "param")
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(
+                f"cannot assign '{_typename(param)}' object to parameter '{name}' "
+                "(nn.Parameter or None required)"
+            )
+        self._set_parameter(name, param)
+
+    def register_buffer(self, name: str, tensor: Any, persistent: bool = True) -> None:
+        """Add a buffer: a state leaf that is not trained.
+
+        Arguments:
+            name: the attribute name.
+            tensor: an array (or ``None``); NumPy input is converted to a ``jax.Array``.
+            persistent: whether ``state_dict()`` includes it.
+        """
+        layout = self._layout_or_raise("buffer")
+        if not isinstance(name, str):
+            raise TypeError(f"buffer name should be a string. Got {type(name).__name__}")
+        if "." in name:
+            raise KeyError('buffer name can\'t contain "."')
+        if name == "":
+            raise KeyError('buffer name can\'t be empty string ""')
+        if hasattr(self, name) and layout.kind(name) != "buffer":
+            raise KeyError(f"attribute '{name}' already exists")
+        if tensor is not None and not isinstance(tensor, (Buffer, Parameter)):
+            if not _is_array(tensor):
+                raise TypeError(
+                    f"cannot assign '{_typename(tensor)}' object to buffer '{name}' "
+                    "(array or None required)"
+                )
+        self._check_mutable(f"register buffer '{name}'")
+        value = None if tensor is None else _to_jax(tensor, "Buffer")
+        entry = (name, bool(persistent))
+        if layout.kind(name) == "buffer":
+            new = layout.replace(buffers=tuple(entry if b[0] == name else b for b in layout.buffers))
+        else:
+            new = self._remove_name(layout, name)
+            new = new.replace(buffers=(*new.buffers, entry))
+        self._commit(new, **{name: value})
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        """Add a child module (``None`` registers an absent one that traversals skip)."""
+        if not isinstance(module, Module) and module is not None:
+            raise TypeError(f"{_typename(module)} is not a Module subclass")
+        layout = self._layout_or_raise("module")
+        if not isinstance(name, str):
+            raise TypeError(f"module name should be a string. Got {type(name).__name__}")
+        if hasattr(self, name) and layout.kind(name) != "module":
+            raise KeyError(f"attribute '{name}' already exists")
+        if "." in name:
+            raise KeyError(f'module name can\'t contain ".", got: {name}')
+        if name == "":
+            raise KeyError('module name can\'t be empty string ""')
+        self._set_module(name, module)
+
+    register_module = add_module
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: every registered value lives in __dict__.
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name: str) -> None:
+        layout = self.__dict__.get("_fp_layout")
+        if layout is None or (layout.kind(name) is None and name not in layout.statics):
+            object.__delattr__(self, name)
+            return
+        self._check_mutable(f"delete attribute '{name}'")
+        new = self._remove_name(layout, name)
+        del self.__dict__[name]
+        self.__dict__["_fp_layout"] = new
+
+    def _replace_children(self, items: list[tuple[str, Module | None]]) -> None:
+        """Swap the whole set of child modules (for containers that renumber their keys)."""
+        layout = self._fp_layout
+        self._check_mutable("rearrange child modules")
+        with self._transaction():
+            d = self.__dict__
+            for name in layout.modules:
+                del d[name]
+            d["_fp_layout"] = layout.replace(modules=())
+            for name, module in items:
+                self._set_module(name, module)
+
+    class _Transaction:
+        """Restores a module's own state if a bulk operation fails: nothing is half-applied."""
+
+        def __init__(self, module: Module) -> None:
+            self.module = module
+
+        def __enter__(self) -> None:
+            self.saved = dict(self.module.__dict__)
+
+        def __exit__(self, exc_type: Any, *rest: Any) -> None:
+            if exc_type is not None:
+                d = self.module.__dict__
+                d.clear()
+                d.update(self.saved)
+
+    def _transaction(self) -> Module._Transaction:
+        return Module._Transaction(self)
+
+    # ---------------------------------------------------------------- torch-style views
+
+    @property
+    def _parameters(self) -> OrderedDict[str, Parameter | None]:
+        d = self.__dict__
+        return OrderedDict(
+            (n, None if d[n] is None else Parameter._handle(d[n], rg, uid))
+            for n, rg, uid in d["_fp_layout"].params
+        )
+
+    @property
+    def _buffers(self) -> OrderedDict[str, jax.Array | None]:
+        d = self.__dict__
+        return OrderedDict((n, d[n]) for n, _ in d["_fp_layout"].buffers)
+
+    @property
+    def _non_persistent_buffers_set(self) -> set[str]:
+        return {n for n, persistent in self._fp_layout.buffers if not persistent}
+
+    @property
+    def _modules(self) -> OrderedDict[str, Module | None]:
+        d = self.__dict__
+        return OrderedDict((n, d[n]) for n in d["_fp_layout"].modules)
+
+    # ---------------------------------------------------------------- traversal
+
+    def named_modules(
+        self, memo: set[int] | None = None, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Module]]:
+        """Pre-order ``(name, module)`` pairs, the module itself first, as in torch."""
+        if memo is None:
+            memo = set()
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
+        yield prefix, self
+        d = self.__dict__
+        for name in d["_fp_layout"].modules:
+            child = d[name]
+            if child is not None:
+                yield from child.named_modules(memo, _join(prefix, name), remove_duplicate)
+
+    def modules(self) -> Iterator[Module]:
+        """Every module in the tree, pre-order, starting with this one."""
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """Direct children with their names, in registration order, skipping ``None``."""
+        seen: set[int] = set()
+        d = self.__dict__
+        for name in d["_fp_layout"].modules:
+            child = d[name]
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                yield name, child
+
+    def children(self) -> Iterator[Module]:
+        """Direct children, in registration order."""
+        for _, child in self.named_children():
+            yield child
+
+    def _named_members(
+        self,
+        members: Callable[[Module], Iterator[tuple[str, Any, Any]]],
+        prefix: str,
+        recurse: bool,
+        remove_duplicate: bool,
+    ) -> Iterator[tuple[str, Any]]:
+        seen: set[Any] = set()
+        pairs = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
+        for module_prefix, module in pairs:
+            for name, identity, value in members(module):
+                if remove_duplicate:
+                    if identity in seen:
+                        continue
+                    seen.add(identity)
+                yield _join(module_prefix, name), value
+
+    @staticmethod
+    def _own_parameters(module: Module) -> Iterator[tuple[str, Any, Parameter]]:
+        d = module.__dict__
+        for name, requires_grad, uid in d["_fp_layout"].params:
+            value = d[name]
+            if value is not None:
+                yield name, uid, Parameter._handle(value, requires_grad, uid)
+
+    @staticmethod
+    def _own_buffers(module: Module) -> Iterator[tuple[str, Any, jax.Array]]:
+        d = module.__dict__
+        for name, _ in d["_fp_layout"].buffers:
+            value = d[name]
+            if value is not None:
+                yield name, (id(module), name), value
+
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
+        """``(name, Parameter)`` pairs: each module's own parameters, then its children's.
+
+        The order and names are torch's (§1.3 of the reference). Each ``Parameter`` handle
+        holds the current array in ``.data`` and its ``requires_grad`` flag.
+        """
+        return self._named_members(self._own_parameters, prefix, recurse, remove_duplicate)
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        """The ``Parameter`` handles of ``named_parameters()``, a generator as in torch."""
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, jax.Array]]:
+        """``(name, array)`` pairs for buffers (non-persistent ones included), torch's order."""
+        return self._named_members(self._own_buffers, prefix, recurse, remove_duplicate)
+
+    def buffers(self, recurse: bool = True) -> Iterator[jax.Array]:
+        """The buffer arrays of ``named_buffers()``."""
+        for _, buf in self.named_buffers(recurse=recurse):
+            yield buf
+
+    def get_submodule(self, target: str) -> Module:
+        """The module at the dotted path ``target`` (``''`` is this module), as in torch."""
+        if target == "":
+            return self
+        module: Module = self
+        for item in target.split("."):
+            # torch's order: a missing attribute first, then one that is not a module.
+            if not hasattr(module, item):
+                raise AttributeError(f"{module._get_name()} has no attribute `{item}`")
+            module = getattr(module, item)
+            if not isinstance(module, Module):
+                raise AttributeError(f"`{item}` is not an nn.Module")
+        return module
+
+    def _owner_and_name(self, target: str) -> tuple[Module, str]:
+        module_path, _, name = target.rpartition(".")
+        module = self.get_submodule(module_path)
+        if not hasattr(module, name):
+            raise AttributeError(f"{module._get_name()} has no attribute `{name}`")
+        return module, name
+
+    def get_parameter(self, target: str) -> Parameter:
+        """The ``Parameter`` handle at the dotted path ``target``."""
+        module, name = self._owner_and_name(target)
+        for pname, requires_grad, uid in module._fp_layout.params:
+            if pname == name and module.__dict__[name] is not None:
+                return Parameter._handle(module.__dict__[name], requires_grad, uid)
+        raise AttributeError(f"`{name}` is not an nn.Parameter")
+
+    def get_buffer(self, target: str) -> jax.Array:
+        """The buffer array at the dotted path ``target``."""
+        module, name = self._owner_and_name(target)
+        if module._fp_layout.kind(name) != "buffer":
+            raise AttributeError(f"`{name}` is not a buffer")
+        return module.__dict__[name]
+
+    def apply(self: T, fn: Callable[[Module], Any]) -> T:
+        """Call ``fn`` on every child (recursively) and then on this module; returns self."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
+
+    # ---------------------------------------------------------------- modes
+
+    def train(self: T, mode: bool = True) -> T:
+        """Set training mode on this module and every submodule, in place; returns self."""
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        self._check_mutable("call train()/eval()")
+        for module in self.modules():
+            if module.__dict__["training"] is not mode:
+                module._set_static("training", mode)
+        return self
+
+    def eval(self: T) -> T:
+        """``train(False)``."""
+        return self.train(False)
+
+    def requires_grad_(self: T, requires_grad: bool = True) -> T:
+        """Set ``requires_grad`` on every parameter in the tree, in place; returns self."""
+        self._check_mutable("call requires_grad_()")
+        for module in self.modules():
+            d = module.__dict__
+            layout = d["_fp_layout"]
+            if requires_grad:
+                for name, _, _ in layout.params:
+                    if d[name] is not None and not _can_require_grad(d[name]):
+                        raise RuntimeError(
+                            "Only arrays of floating point and complex dtype can require "
+                            f"gradients (parameter '{name}' has dtype {d[name].dtype})"
+                        )
+            params = tuple((n, bool(requires_grad), uid) for n, _, uid in layout.params)
+            d["_fp_layout"] = layout.replace(params=params)
+        return self
+
+    # ---------------------------------------------------------------- state dict
+
+    def state_dict(
+        self, *, destination: Any = None, prefix: str = "", keep_vars: bool = False
+    ) -> OrderedDict[str, Any]:
+        """Parameters and persistent buffers by torch key, in torch's order.
+
+        Shared state is not deduplicated (fparam has none). The result carries torch's
+        ``_metadata`` (``{path: {'version': 1}}``). Values are ``jax.Array``; with
+        ``keep_vars=True`` parameters come as ``Parameter`` handles.
+        """
+        if destination is None:
+            destination = OrderedDict()
+            destination._metadata = OrderedDict()  # type: ignore[attr-defined]
+        metadata = getattr(destination, "_metadata", None)
+        for path, module in self._subtree():
+            module_prefix = prefix + (path + "." if path else "")
+            if metadata is not None:
+                metadata[module_prefix[:-1]] = {"version": 1}
+            d = module.__dict__
+            layout = d["_fp_layout"]
+            for name, requires_grad, uid in layout.params:
+                value = d[name]
+                if value is not None:
+                    if keep_vars:
+                        value = Parameter._handle(value, requires_grad, uid)
+                    destination[module_prefix + name] = value
+            for name, persistent in layout.buffers:
+                if persistent and d[name] is not None:
+                    destination[module_prefix + name] = d[name]
+        return destination
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> _IncompatibleKeys:
+        """Copy values into this module in place, by torch key; all or nothing.
+
+        Arguments:
+            state_dict: a mapping from keys to arrays: JAX or NumPy arrays, or torch tensors
+                (anything ``numpy.asarray`` reads; torch is never imported).
+            strict: whether missing and unexpected keys are errors (they are returned either
+                way). Size mismatches and non-array values are errors even when not strict.
+            assign: keep the incoming dtype instead of casting to the module's.
+
+        Returns:
+            ``(missing_keys, unexpected_keys)``, a named tuple as in torch.
+
+        Raises:
+            RuntimeError: torch's message (``Error(s) in loading state_dict for ...``). When it
+                raises, the module is unchanged.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
+        self._check_mutable("call load_state_dict()")
+        missing: list[str] = []
+        unexpected: list[str] = []
+        errors: list[str] = []
+        staged: list[tuple[Module, str, Any]] = []
+
+        def load(module: Module, local: dict[str, Any], prefix: str) -> None:
+            d = module.__dict__
+            layout = d["_fp_layout"]
+            local_names = [n for n, _, _ in layout.params if d[n] is not None]
+            local_names += [n for n, p in layout.buffers if p and d[n] is not None]
+            for name in local_names:
+                key = prefix + name
+                if key not in local:
+                    missing.append(key)
+                    continue
+                current = d[name]
+                incoming = local[key]
+                array = _checkpoint_array(incoming)
+                if array is None:
+                    errors.append(_errors.LOAD_NOT_ARRAY.format(key=key, type=type(incoming)))
+                    continue
+                if current.ndim == 0 and array.shape == (1,):
+                    array = array[0]
+                if array.shape != current.shape:
+                    errors.append(
+                        _errors.LOAD_SIZE_MISMATCH.format(
+                            key=key, src=tuple(array.shape), dst=tuple(current.shape)
+                        )
+                    )
+                    continue
+                staged.append((module, name, array))
+            # Collected whether strict or not, as torch does; only raising depends on `strict`.
+            for key in local:
+                if not key.startswith(prefix):
+                    continue
+                rest = key[len(prefix) :]
+                head = rest.split(".", 1)[0]
+                if "." in rest:
+                    if head not in layout.modules:
+                        unexpected.append(key)
+                elif rest not in local_names:
+                    unexpected.append(key)
+            for name in layout.modules:
+                child = d[name]
+                if child is not None:
+                    child_prefix = prefix + name + "."
+                    sub = {k: v for k, v in local.items() if k.startswith(child_prefix)}
+                    load(child, sub, child_prefix)
+
+        load(self, dict(state_dict), "")
+        if strict:
+            if unexpected:
+                keys = ", ".join(f'"{k}"' for k in unexpected)
+                errors.insert(0, f"Unexpected key(s) in state_dict: {keys}. ")
+            if missing:
+                keys = ", ".join(f'"{k}"' for k in missing)
+                errors.insert(0, f"Missing key(s) in state_dict: {keys}. ")
+        if errors:
+            raise RuntimeError(
+                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                + "\n\t".join(errors)
+            )
+        for module, name, array in staged:
+            current = module.__dict__[name]
+            dtype = array.dtype if assign else current.dtype
+            new = jnp.asarray(array, dtype=dtype)
+            if isinstance(current, jax.Array) and not _is_tracer(current):
+                new = jax.device_put(new, current.sharding)
+            module.__dict__[name] = new
+        return _IncompatibleKeys(missing, unexpected)
+
+    # ---------------------------------------------------------------- repr
+
+    def extra_repr(self) -> str:
+        """Extra text for ``repr`` (the layer's configuration); override in subclasses."""
+        return ""
+
+    def _get_name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        extra = self.extra_repr()
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [
+            f"({name}): " + _addindent(repr(module), 2) for name, module in self._modules.items()
+        ]
+        lines = extra_lines + child_lines
+        main = self._get_name() + "("
+        if lines:
+            if len(extra_lines) == 1 and not child_lines:
+                main += extra_lines[0]
+            else:
+                main += "\n  " + "\n  ".join(lines) + "\n"
+        return main + ")"
+
+
+_register_pytree(Module)
+
+
+def _checkpoint_array(value: Any) -> Any:
+    """A checkpoint value as an array, or None when it is not array-like (torch's rule)."""
+    if isinstance(value, Parameter):
+        return value.data
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        return value
+    if hasattr(value, "__array__") and hasattr(value, "shape"):
+        if hasattr(value, "detach"):  # a torch tensor, read without importing torch
+            value = value.detach().cpu()
+        return np.asarray(value)
+    return None
+

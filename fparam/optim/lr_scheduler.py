@@ -1,0 +1,173 @@
+"""Learning-rate schedules with torch's sequences: ``StepLR``, ``MultiStepLR``,
+``CosineAnnealingLR``, ``LambdaLR``.
+
+fparam optimizers are values, so a scheduler cannot reach "the" optimizer behind the user's
+back as torch's does. It offers both styles:
+
+* torch style, at top level: ``opt = scheduler.step(opt)`` after each epoch (it sets the lrs of
+  the optimizer you pass, in place, and returns it);
+* inside ``jit``: ``opt = scheduler.apply(opt, epoch)`` sets the lrs for a (traced) epoch
+  number without touching ``scheduler``; the lr is a leaf, so nothing recompiles.
+
+Both compute torch's values: ``lr_at(epoch)`` is the closed form of torch's recursive update
+(equal up to float rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from fparam.optim.optimizer import Optimizer
+
+__all__ = ["CosineAnnealingLR", "LRScheduler", "LambdaLR", "MultiStepLR", "StepLR"]
+
+
+def _is_python_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+class LRScheduler:
+    """Base of the schedules: base lrs from the optimizer, an epoch counter, torch's API.
+
+    Arguments:
+        optimizer: the optimizer whose groups' current ``lr`` are the base lrs.
+        last_epoch: the index of the last epoch (``-1`` starts fresh). As in torch, the
+            constructor performs the first ``step``, so ``last_epoch`` is 0 afterwards and
+            ``optimizer``'s lrs are the epoch-0 values.
+    """
+
+    def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+        self.base_lrs = [float(group["lr"]) for group in optimizer.param_groups]
+        self.last_epoch = last_epoch
+        self._last_lr: list[Any] = list(self.base_lrs)
+        self.step(optimizer)
+
+    def _factor(self, epoch: Any, base_lr: float) -> Any:
+        raise NotImplementedError
+
+    def lr_at(self, epoch: Any) -> list[Any]:
+        """The lr of each group at ``epoch`` (a Python int, or a traced integer under jit)."""
+        return [self._factor(epoch, base) for base in self.base_lrs]
+
+    def apply(self, optimizer: Optimizer, epoch: Any) -> Optimizer:
+        """A copy of ``optimizer`` with the lrs of ``epoch``; pure, usable inside ``jit``."""
+        leaves, treedef = jax.tree.flatten(optimizer)
+        new = jax.tree.unflatten(treedef, leaves)
+        for group, lr in zip(new.param_groups, self.lr_at(epoch)):
+            group["lr"] = lr
+        return new
+
+    def step(self, optimizer: Optimizer) -> Optimizer:
+        """Advance one epoch and set ``optimizer``'s lrs in place (top level); returns it."""
+        if len(optimizer.param_groups) != len(self.base_lrs):
+            raise ValueError(
+                f"the scheduler was built for {len(self.base_lrs)} parameter groups, the "
+                f"optimizer has {len(optimizer.param_groups)}"
+            )
+        self.last_epoch += 1
+        self._last_lr = self.lr_at(self.last_epoch)
+        for group, lr in zip(optimizer.param_groups, self._last_lr):
+            group["lr"] = lr
+        return optimizer
+
+    def get_last_lr(self) -> list[Any]:
+        """The lrs set by the last ``step``."""
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state (everything but callables), as in torch."""
+        return {k: v for k, v in self.__dict__.items() if not callable(v)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+        self.__dict__.update(state_dict)
+
+
+class StepLR(LRScheduler):
+    """Decay each lr by ``gamma`` every ``step_size`` epochs: ``base * gamma ** (e // step_size)``."""
+
+    def __init__(
+        self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1
+    ) -> None:
+        if not _is_python_int(step_size) or step_size <= 0:
+            raise ValueError(f"step_size must be a positive integer, got {step_size!r}")
+        self.step_size = step_size
+        self.gamma = gamma
+        super().__init__(optimizer, last_epoch)
+
+    def _factor(self, epoch: Any, base_lr: float) -> Any:
+        if _is_python_int(epoch):
+            return base_lr * self.gamma ** (epoch // self.step_size)
+        return base_lr * jnp.power(self.gamma, epoch // self.step_size)
+
+
+class MultiStepLR(LRScheduler):
+    """Decay by ``gamma`` at each milestone (a repeated milestone decays once per repeat)."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        milestones: Sequence[int],
+        gamma: float = 0.1,
+        last_epoch: int = -1,
+    ) -> None:
+        self.milestones = Counter(milestones)
+        self.gamma = gamma
+        super().__init__(optimizer, last_epoch)
+
+    def _factor(self, epoch: Any, base_lr: float) -> Any:
+        if _is_python_int(epoch):
+            passed = sum(n for m, n in self.milestones.items() if m <= epoch)
+            return base_lr * self.gamma**passed
+        marks = jnp.asarray(sorted(self.milestones.elements()))
+        return base_lr * jnp.power(self.gamma, jnp.sum(marks <= epoch))
+
+
+class CosineAnnealingLR(LRScheduler):
+    """``eta_min + (base - eta_min) * (1 + cos(pi * e / T_max)) / 2`` (periodic past T_max)."""
+
+    def __init__(
+        self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1
+    ) -> None:
+        self.T_max = T_max
+        self.eta_min = eta_min
+        super().__init__(optimizer, last_epoch)
+
+    def _factor(self, epoch: Any, base_lr: float) -> Any:
+        cos = math.cos if _is_python_int(epoch) else jnp.cos
+        return self.eta_min + (base_lr - self.eta_min) * (1 + cos(math.pi * epoch / self.T_max)) / 2
+
+
+class LambdaLR(LRScheduler):
+    """``base * lr_lambda(epoch)``, one function or one per group."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        lr_lambda: Callable[[Any], Any] | Sequence[Callable[[Any], Any]],
+        last_epoch: int = -1,
+    ) -> None:
+        groups = len(optimizer.param_groups)
+        if isinstance(lr_lambda, (list, tuple)):
+            if len(lr_lambda) != groups:
+                raise ValueError(f"Expected {groups} lr_lambdas, but got {len(lr_lambda)}")
+            self.lr_lambdas = list(lr_lambda)
+        else:
+            self.lr_lambdas = [lr_lambda] * groups
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, epoch: Any) -> list[Any]:
+        return [base * fn(epoch) for base, fn in zip(self.base_lrs, self.lr_lambdas)]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.pop("lr_lambdas", None)
+        return state

@@ -1,0 +1,348 @@
+"""The optimizer base: torch's parameter groups, as a JAX pytree.
+
+An optimizer is a value. ``opt.step(model, grads)`` returns ``(new_model, new_opt)`` and never
+mutates its arguments, so it works inside ``jax.jit`` and ``jax.lax.scan``. Hyperparameters are
+pytree leaves (changing ``opt.param_groups[0]['lr']`` never recompiles); which parameters belong
+to which group is static, recorded by each ``Parameter``'s ``uid`` (torch records it by object
+identity).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+import jax
+import numpy as np
+
+from fparam._module import Module, Parameter, _typename, _unflatten
+
+__all__ = ["Optimizer"]
+
+
+def _as_float(value: Any) -> Any:
+    """Numeric hyperparameters become floats (arrays stay arrays): one leaf type, no retrace."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    return value
+
+
+class ParamGroup(dict):
+    """One torch parameter group: a dict with ``'params'`` (Parameter handles) and options.
+
+    Float options listed in the optimizer's ``hyperparameters`` are pytree leaves; setting one
+    (``group['lr'] = 0.01``) changes the next step without recompiling.
+    """
+
+    params_key: _ParamsKey | None = None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, _as_float(value))
+
+
+class _ParamsKey:
+    """The static identity of a group's parameters, hashed once and shared by every copy."""
+
+    __slots__ = ("handles", "hash", "key")
+
+    def __init__(self, handles: list[Parameter]) -> None:
+        self.handles = handles
+        self.key = tuple((p.uid, p.requires_grad, tuple(p.shape), p.dtype) for p in handles)
+        self.hash = hash(self.key)
+
+    @classmethod
+    def of(cls, group: ParamGroup) -> _ParamsKey:
+        key = group.params_key
+        if key is None or key.handles is not group["params"]:
+            key = group.params_key = cls(group["params"])
+        return key
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, _ParamsKey) and other.key == self.key)
+
+
+class Optimizer:
+    """Base of fparam's optimizers (``torch.optim.Optimizer``'s constructor and groups).
+
+    Subclasses set ``hyperparameters`` (the float options that are pytree leaves) and
+    ``static_options`` (the options that change the computation, hence the compiled code),
+    and implement ``_update`` and the state hooks.
+    """
+
+    hyperparameters: ClassVar[tuple[str, ...]] = ()
+    static_options: ClassVar[tuple[str, ...]] = ()
+
+    defaults: dict[str, Any]
+    param_groups: list[ParamGroup]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node(cls, cls._tree_flatten, cls._tree_unflatten)
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        if isinstance(params, (jax.Array, Parameter)):
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of Parameters "
+                f"or dicts, but got {_typename(params)}"
+            )
+        self.defaults = dict(defaults)
+        self.param_groups = []
+        groups = list(params)
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # ---------------------------------------------------------------- groups
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group (torch's checks: types, duplicates, names, defaults filled in)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+        params = param_group["params"]
+        if isinstance(params, Parameter):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but the "
+                "ordering of tensors in sets will change between runs. Please use a list instead."
+            )
+        else:
+            params = list(params)
+        names: list[str] = []
+        handles: list[Parameter] = []
+        for item in params:
+            if isinstance(item, tuple) and len(item) == 2:
+                names.append(item[0])
+                item = item[1]
+            if isinstance(item, Parameter) and isinstance(item.data, jax.Array):
+                # Keep shape and dtype, not the array: the optimizer must not pin the weights.
+                item = _shape_handle(item.uid, item.requires_grad, item.shape, item.dtype)
+            if not isinstance(item, Parameter):
+                hint = (
+                    " (pass model.parameters(): a plain array carries no identity to find it "
+                    "in the model later)"
+                    if isinstance(item, jax.Array)
+                    else ""
+                )
+                raise TypeError(
+                    "optimizer can only optimize Parameters, but one of the params is "
+                    f"{_typename(item)}{hint}"
+                )
+            handles.append(item)
+        if names and len(names) != len(handles):
+            raise ValueError(
+                "all optimizer params should be with/without names. Some param names are missing"
+            )
+        group = ParamGroup()
+        for key, value in param_group.items():
+            if key != "params":
+                group[key] = value
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        group["params"] = handles
+        if names:
+            group["param_names"] = names
+        uids = [p.uid for p in handles]
+        if len(set(uids)) != len(uids):
+            warnings.warn(
+                "optimizer contains a parameter group with duplicate parameters; in future, "
+                "this will cause an error; see github.com/pytorch/pytorch/issues/40967 for "
+                "more information",
+                stacklevel=3,
+            )
+        seen = {p.uid for g in self.param_groups for p in g["params"]}
+        if seen & set(uids):
+            raise ValueError("some parameters appear in more than one parameter group")
+        self._validate_group(group)
+        self.param_groups.append(group)
+        self._init_group_state(group)
+
+    def _validate_group(self, group: ParamGroup) -> None:
+        """Per-group checks of a subclass (torch validates only its defaults)."""
+
+    def _init_group_state(self, group: ParamGroup) -> None:
+        """Create a new group's state (e.g. momentum buffers)."""
+
+    # ---------------------------------------------------------------- pytree
+
+    def _state_leaves(self) -> list[Any]:
+        return []
+
+    def _set_state_leaves(self, leaves: Iterator[Any]) -> None:
+        pass
+
+    def _tree_flatten(self) -> tuple[list[Any], Any]:
+        hyper = self.hyperparameters
+        leaves = [g[k] for g in self.param_groups for k in hyper]
+        leaves.extend(self._state_leaves())
+        groups = tuple(
+            tuple(
+                (k, tuple(v) if isinstance(v, list) else v)
+                for k, v in g.items()
+                if k not in hyper and k != "params"
+            )
+            + (("params", _ParamsKey.of(g)),)
+            for g in self.param_groups
+        )
+        aux = (groups, tuple(self.defaults.items()), self._static_extras())
+        return leaves, aux
+
+    def _static_extras(self) -> Any:
+        """Hashable structure a subclass adds to the pytree's auxiliary data."""
+        return None
+
+    @classmethod
+    def _tree_unflatten(cls, aux: Any, leaves: Iterable[Any]) -> Optimizer:
+        groups, defaults, extras = aux
+        opt = object.__new__(cls)
+        opt.defaults = dict(defaults)
+        it = iter(leaves)
+        opt.param_groups = []
+        for static in groups:
+            group = ParamGroup()
+            for key in cls.hyperparameters:
+                dict.__setitem__(group, key, next(it))
+            for key, value in static:
+                if key == "params":
+                    group.params_key = value
+                    value = value.handles
+                elif key == "param_names":
+                    value = list(value)
+                dict.__setitem__(group, key, value)
+            opt.param_groups.append(group)
+        opt._restore_static_extras(extras)
+        opt._set_state_leaves(it)
+        return opt
+
+    def _restore_static_extras(self, extras: Any) -> None:
+        pass
+
+    # ---------------------------------------------------------------- stepping
+
+    def _slots(self) -> dict[int, tuple[int, int]]:
+        """uid → (group index, index in group)."""
+        return {p.uid: (gi, pi) for gi, g in enumerate(self.param_groups) for pi, p in enumerate(g["params"])}
+
+    def step(self, model: Any, grads: Any) -> tuple[Any, Optimizer]:
+        """One optimization step: returns ``(new_model, new_optimizer)``.
+
+        Arguments:
+            model: a Module, or any pytree of Modules, holding this optimizer's parameters.
+            grads: gradients with the structure of ``model`` (from ``jax.grad`` or
+                ``fparam.grad``). A ``None`` gradient skips its parameter entirely, as torch
+                skips ``p.grad is None``; frozen parameters (``requires_grad=False``) are never
+                touched.
+
+        Returns:
+            The updated model (same structure) and the optimizer with its new state.
+        """
+        slots = self._slots()
+        found: set[int] = set()
+        updates: dict[int, tuple[Any, Any]] = {}
+
+        def collect(module: Module, grad_module: Any, path: str) -> None:
+            d = module.__dict__
+            layout = d["_fp_layout"]
+            if not isinstance(grad_module, Module) or (
+                grad_module.__dict__["_fp_layout"].leaf_names != layout.leaf_names
+            ):
+                raise ValueError(
+                    f"grads do not have the structure of the model at '{path or '<root>'}': "
+                    f"expected a {type(module).__name__} with fields {layout.leaf_names}, got "
+                    f"{type(grad_module).__name__}"
+                )
+            gd = grad_module.__dict__
+            for name, requires_grad, uid in layout.params:
+                if uid in slots:
+                    found.add(uid)
+                    if requires_grad and d[name] is not None and gd[name] is not None:
+                        updates[uid] = (d[name], gd[name])
+            for name in layout.modules:
+                if d[name] is not None:
+                    collect(d[name], gd[name], f"{path}.{name}" if path else name)
+
+        models = jax.tree.leaves(model, is_leaf=lambda x: isinstance(x, Module))
+        grad_models = jax.tree.leaves(
+            grads, is_leaf=lambda x: isinstance(x, Module) or x is None
+        )
+        if len(models) != len(grad_models):
+            raise ValueError(
+                f"grads do not have the structure of the model: {len(models)} modules vs "
+                f"{len(grad_models)} gradient entries"
+            )
+        for m, g in zip(models, grad_models):
+            if isinstance(m, Module):
+                collect(m, g, "")
+        missing = set(slots) - found
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of this optimizer's {len(slots)} parameters are not in the model "
+                "passed to step(): pass the model (or a tuple of the models) whose parameters "
+                "built the optimizer, or a copy of it made by JAX (parameters keep their "
+                "identity through jit, grad and tree.map); a module rebuilt from scratch has new "
+                "parameters."
+            )
+        new_opt, new_values = self._update(updates, slots)
+
+        def rebuild(module: Module) -> Module:
+            d = module.__dict__
+            layout = d["_fp_layout"]
+            children: list[Any] = [new_values.get(uid, d[n]) for n, _, uid in layout.params]
+            children += [d[n] for n, _ in layout.buffers]
+            children += [None if d[n] is None else rebuild(d[n]) for n in layout.modules]
+            return _unflatten(layout, children)
+
+        new_model = jax.tree.map(
+            lambda m: rebuild(m) if isinstance(m, Module) else m,
+            model,
+            is_leaf=lambda x: isinstance(x, Module),
+        )
+        return new_model, new_opt
+
+    def _update(
+        self, updates: dict[int, tuple[Any, Any]], slots: dict[int, tuple[int, int]]
+    ) -> tuple[Optimizer, dict[int, Any]]:
+        raise NotImplementedError
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """A no-op kept for ported training loops: fparam gradients are values, never stored."""
+
+    # ---------------------------------------------------------------- repr
+
+    def __repr__(self) -> str:
+        text = self.__class__.__name__ + " ("
+        for i, group in enumerate(self.param_groups):
+            text += "\n"
+            text += f"Parameter Group {i}\n"
+            for key in sorted(group.keys()):
+                if key != "params":
+                    text += f"    {key}: {_scalar(group[key])}\n"
+        return text + ")"
+
+
+def _shape_handle(uid: int, requires_grad: bool, shape: Any, dtype: Any) -> Parameter:
+    return Parameter._handle(jax.ShapeDtypeStruct(shape, dtype), requires_grad, uid)
+
+
+def _scalar(value: Any) -> Any:
+    """A hyperparameter leaf as a Python number for state_dict / repr.
+
+    A float32 leaf reads back as the shortest decimal that rounds to it (0.1, not
+    0.10000000149011612), which is the number the user wrote.
+    """
+    if isinstance(value, jax.Array) and value.ndim == 0 and not isinstance(value, jax.core.Tracer):
+        array = np.asarray(value)
+        if array.dtype.kind == "f":
+            return float(str(array))
+        return array.item()
+    return value
+

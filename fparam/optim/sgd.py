@@ -1,0 +1,282 @@
+"""``optim.SGD``: torch's stochastic gradient descent, step for step, as a pytree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fparam._module import _is_tracer
+from fparam.optim.optimizer import Optimizer, ParamGroup, _scalar
+
+__all__ = ["SGD"]
+
+
+def _select(condition_value: Any, then: Callable[[], Any], otherwise: Any) -> Any:
+    """``then()`` where ``condition_value != 0``, else ``otherwise``.
+
+    A Python number decides in Python (no extra work in the compiled step); an array or tracer
+    (a hyperparameter leaf under ``jit``) decides elementwise, which keeps torch's branches
+    exact whatever value the leaf takes later.
+    """
+    if isinstance(condition_value, (int, float)):
+        return then() if condition_value != 0 else otherwise
+    return jnp.where(condition_value != 0, then(), otherwise)
+
+
+def _copy_group(group: ParamGroup) -> ParamGroup:
+    copy = ParamGroup(group)
+    copy.params_key = group.params_key
+    return copy
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, exactly ``torch.optim.SGD``.
+
+    Per parameter with a gradient (torch's single-tensor reference)::
+
+        g = -grad if maximize else grad
+        if weight_decay != 0: g = g + weight_decay * p
+        if momentum != 0:
+            buf = g on the first step, else momentum * buf + (1 - dampening) * g
+            g = g + momentum * buf if nesterov else buf
+        p = p - lr * g
+
+    Arguments:
+        params: ``model.parameters()``, ``model.named_parameters()``, or a list of group dicts
+            (``{'params': ..., 'lr': ...}``) with per-group options.
+        lr, momentum, dampening, weight_decay: float options; pytree leaves, so changing
+            ``opt.param_groups[i]['lr']`` between steps never recompiles.
+        nesterov, maximize: change the computation (static).
+        foreach, differentiable, fused: accepted for torch compatibility; recorded only.
+
+    ``opt.step(model, grads)`` returns ``(new_model, new_opt)``. Momentum buffers exist for the
+    groups created with ``momentum != 0`` (or given one later, as a Python number, outside
+    ``jit``), and start with torch's first-step rule.
+    """
+
+    hyperparameters = ("lr", "momentum", "dampening", "weight_decay")
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        if isinstance(lr, (jax.Array, np.ndarray)) and lr.size != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        if isinstance(lr, (jax.Array, np.ndarray)):
+            lr = jnp.reshape(jnp.asarray(lr), ())
+        # uid -> momentum buffer; group index -> bool vector "buffer initialised" (torch creates
+        # the buffer lazily on a parameter's first step; fparam allocates it and flags it).
+        self._momentum: dict[int, jax.Array] = {}
+        self._initialized: dict[int, jax.Array] = {}
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+
+    # ---------------------------------------------------------------- state
+
+    def _init_group_state(self, group: ParamGroup) -> None:
+        momentum = group["momentum"]
+        if _is_tracer(momentum) or momentum != 0:
+            self._allocate(len(self.param_groups) - 1)
+
+    def _allocate(self, group_index: int) -> None:
+        params = self.param_groups[group_index]["params"]
+        for p in params:
+            self._momentum[p.uid] = jnp.zeros(p.shape, p.dtype)
+        self._initialized[group_index] = jnp.zeros((len(params),), bool)
+
+    def _ensure_state(self) -> None:
+        # A group built with momentum 0 and given a momentum later (torch allows it) needs
+        # buffers; only a Python number can be inspected without a device round trip.
+        for gi, group in enumerate(self.param_groups):
+            momentum = group["momentum"]
+            if gi not in self._initialized and isinstance(momentum, float) and momentum != 0:
+                self._allocate(gi)
+
+    def _state_leaves(self) -> list[Any]:
+        self._ensure_state()
+        leaves: list[Any] = [self._initialized[gi] for gi in sorted(self._initialized)]
+        for gi in sorted(self._initialized):
+            leaves.extend(self._momentum[p.uid] for p in self.param_groups[gi]["params"])
+        return leaves
+
+    def _static_extras(self) -> Any:
+        return tuple(sorted(self._initialized))
+
+    def _restore_static_extras(self, extras: Any) -> None:
+        self._momentum_groups = extras
+
+    def _set_state_leaves(self, leaves: Iterator[Any]) -> None:
+        groups = self._momentum_groups
+        del self._momentum_groups
+        self._initialized = {gi: next(leaves) for gi in groups}
+        self._momentum = {
+            p.uid: next(leaves) for gi in groups for p in self.param_groups[gi]["params"]
+        }
+
+    # ---------------------------------------------------------------- the update
+
+    def _update(
+        self, updates: dict[int, tuple[Any, Any]], slots: dict[int, tuple[int, int]]
+    ) -> tuple[SGD, dict[int, Any]]:
+        self._ensure_state()
+        new_values: dict[int, Any] = {}
+        momentum_buffers = dict(self._momentum)
+        initialized = dict(self._initialized)
+        for gi, group in enumerate(self.param_groups):
+            lr = group["lr"]
+            momentum = group["momentum"]
+            dampening = group["dampening"]
+            weight_decay = group["weight_decay"]
+            nesterov = group["nesterov"]
+            has_buffers = gi in initialized
+            stepped = np.zeros((len(group["params"]),), bool)
+            for pi, handle in enumerate(group["params"]):
+                if handle.uid not in updates:
+                    continue
+                param, grad = updates[handle.uid]
+                g = -grad if group["maximize"] else grad
+                g = _select(weight_decay, lambda g=g, p=param: g + weight_decay * p, g)
+                if has_buffers:
+                    buf = momentum_buffers[handle.uid]
+                    first = ~initialized[gi][pi]
+                    new_buf = jnp.where(first, g, momentum * buf + (1 - dampening) * g)
+                    new_buf = _select(momentum, lambda b=new_buf: b, buf)
+                    momentum_buffers[handle.uid] = new_buf
+                    if nesterov:
+                        g = _select(momentum, lambda g=g, b=new_buf: g + momentum * b, g)
+                    else:
+                        g = _select(momentum, lambda b=new_buf: b, g)
+                    stepped[pi] = True
+                new_values[handle.uid] = param - lr * g
+            if has_buffers and stepped.any():
+                now = _select(momentum, lambda s=stepped: jnp.asarray(s), np.zeros_like(stepped))
+                initialized[gi] = initialized[gi] | now
+        new = object.__new__(SGD)
+        new.__dict__.update(self.__dict__)
+        new.param_groups = [_copy_group(g) for g in self.param_groups]
+        new._momentum = momentum_buffers
+        new._initialized = initialized
+        return new, new_values
+
+    # ---------------------------------------------------------------- torch's state_dict
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's layout: ``{'state': {index: {'momentum_buffer': array}}, 'param_groups': [...]}``.
+
+        Parameters are numbered in group order across groups; only parameters whose momentum
+        buffer has been initialised appear in ``'state'``.
+        """
+        state: dict[int, dict[str, Any]] = {}
+        groups = []
+        index = 0
+        for gi, group in enumerate(self.param_groups):
+            packed = {k: _scalar(v) for k, v in group.items() if k != "params"}
+            ids = list(range(index, index + len(group["params"])))
+            packed["params"] = ids
+            groups.append(packed)
+            if gi in self._initialized:
+                flags = np.asarray(self._initialized[gi])
+                for pi, handle in enumerate(group["params"]):
+                    if flags[pi]:
+                        state[ids[pi]] = {"momentum_buffer": self._momentum[handle.uid]}
+            index += len(ids)
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load torch's layout (from this class or ``torch.optim.SGD.state_dict()``), in place.
+
+        Group options are taken from the saved dict, as torch does; buffers are cast to each
+        parameter's dtype. All or nothing: on error the optimizer is unchanged.
+        """
+        if any(_is_tracer(leaf) for leaf in jax.tree.leaves(self)):
+            raise RuntimeError(
+                "cannot load_state_dict() into an optimizer inside a JAX transformation"
+            )
+        saved_groups = list(state_dict["param_groups"])
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(
+            len(g["params"]) != len(s["params"])
+            for g, s in zip(self.param_groups, saved_groups)
+        ):
+            raise ValueError(
+                "loaded state dict contains a parameter group that doesn't match the size of "
+                "optimizer's group"
+            )
+        where = {
+            saved_id: (gi, pi)
+            for gi, saved in enumerate(saved_groups)
+            for pi, saved_id in enumerate(saved["params"])
+        }
+        new_groups = []
+        for group, saved in zip(self.param_groups, saved_groups):
+            new_group = ParamGroup()
+            for key, value in saved.items():
+                if key != "params":
+                    new_group[key] = value
+            new_group["params"] = group["params"]
+            if "param_names" in group and "param_names" not in new_group:
+                new_group["param_names"] = group["param_names"]
+            new_groups.append(new_group)
+        buffers: dict[int, jax.Array] = {}
+        flags: dict[int, np.ndarray] = {}
+        for saved_id, entry in state_dict.get("state", {}).items():
+            if saved_id not in where:
+                raise ValueError(f"optimizer state names parameter {saved_id}, which no group has")
+            gi, pi = where[saved_id]
+            handle = self.param_groups[gi]["params"][pi]
+            value = entry["momentum_buffer"]
+            if hasattr(value, "detach"):  # a torch tensor, read without importing torch
+                value = value.detach().cpu().numpy()
+            array = np.asarray(value)
+            if array.shape != tuple(handle.shape):
+                raise ValueError(
+                    f"momentum_buffer for parameter {saved_id} has shape {array.shape}, "
+                    f"expected {tuple(handle.shape)}"
+                )
+            buffers[handle.uid] = jnp.asarray(array, dtype=handle.dtype)
+            flags.setdefault(gi, np.zeros((len(self.param_groups[gi]["params"]),), bool))
+            flags[gi][pi] = True
+        self.param_groups = new_groups
+        self._momentum = {}
+        self._initialized = {}
+        for gi, group in enumerate(new_groups):
+            momentum = group["momentum"]
+            if gi in flags or _is_tracer(momentum) or momentum != 0:
+                self._allocate(gi)
+        for uid, buf in buffers.items():
+            self._momentum[uid] = buf
+        for gi, vector in flags.items():
+            self._initialized[gi] = jnp.asarray(vector)
