@@ -746,6 +746,19 @@ class Module:
 
     register_module = add_module
 
+    def _set_values(self, **values: Any) -> None:
+        """Replace the arrays of existing parameters/buffers, keeping their kind and identity.
+
+        What ``reset_parameters`` uses: torch re-initialises in place, so an optimizer built
+        earlier still owns the parameters afterwards.
+        """
+        self._check_mutable("reset parameter values")
+        layout = self._fp_layout
+        for name, value in values.items():
+            if layout.kind(name) not in ("param", "buffer"):
+                raise KeyError(f"'{name}' is not a parameter or buffer of {type(self).__name__}")
+            self.__dict__[name] = _to_jax(value, name)
+
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup fails: every registered value lives in __dict__.
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")

@@ -1,18 +1,49 @@
 """Layers, containers, losses and initialisers with torch.nn's names and behaviour."""
 
 from fparam._module import Buffer, Module, Parameter, StaticArrayWarning
-from fparam.nn import functional
+from fparam.nn import functional, init
+from fparam.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from fparam.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
+from fparam.nn.flatten import Flatten, Unflatten
+from fparam.nn.linear import Identity, Linear
+from fparam.nn.loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+)
 
 __all__ = [
+    "ELU",
+    "GELU",
+    "BCELoss",
+    "BCEWithLogitsLoss",
     "Buffer",
+    "CrossEntropyLoss",
+    "Flatten",
+    "Identity",
+    "L1Loss",
+    "LeakyReLU",
+    "Linear",
+    "LogSoftmax",
+    "MSELoss",
     "Module",
     "ModuleDict",
     "ModuleList",
+    "NLLLoss",
     "Parameter",
     "ParameterDict",
     "ParameterList",
+    "ReLU",
+    "SiLU",
     "Sequential",
+    "Sigmoid",
+    "Softmax",
     "StaticArrayWarning",
+    "Tanh",
+    "Unflatten",
     "functional",
+    "init",
 ]

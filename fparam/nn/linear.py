@@ -1,0 +1,85 @@
+"""``Identity`` and ``Linear`` (``torch/nn/modules/linear.py``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from fparam._module import Module, Parameter
+from fparam._random import resolve_key
+from fparam.nn import functional as F
+from fparam.nn import init
+
+__all__ = ["Identity", "Linear"]
+
+
+def _place(array: jax.Array, device: Any) -> jax.Array:
+    return array if device is None else jax.device_put(array, device)
+
+
+class Identity(Module):
+    """Returns its input unchanged; accepts and ignores any constructor arguments (as torch)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def forward(self, input: Any) -> Any:
+        return input
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias``, like ``torch.nn.Linear``.
+
+    Arguments:
+        in_features: size of the last input dimension.
+        out_features: size of the last output dimension.
+        bias: whether to learn an additive bias (``False`` registers ``bias`` as ``None``).
+        device: a JAX device (or sharding) to place the parameters on; ``None`` for the default.
+        dtype: parameter dtype (float32 by default, as in torch).
+        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+
+    Parameters ``weight`` ``(out_features, in_features)`` and ``bias`` ``(out_features,)`` start
+    as torch's: both ``U(-1/√in_features, 1/√in_features)``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        key: jax.Array | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        dtype = jnp.float32 if dtype is None else dtype
+        self.weight = Parameter(_place(jnp.zeros((out_features, in_features), dtype), device))
+        if bias:
+            self.bias = Parameter(_place(jnp.zeros((out_features,), dtype), device))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters(key=key)
+
+    def reset_parameters(self, key: jax.Array | None = None) -> None:
+        """Draw torch's default initial values again (in place; parameters keep identity)."""
+        weight_key, bias_key = jax.random.split(resolve_key(key))
+        values = {"weight": init.kaiming_uniform_(self.weight, a=math.sqrt(5), key=weight_key)}
+        if self.bias is not None:
+            bound = init.default_uniform_bound(self.in_features)
+            values["bias"] = init.uniform_(self.bias, -bound, bound, key=bias_key)
+        self._set_values(**values)
+
+    def forward(self, input: jax.Array) -> jax.Array:
+        return F.linear(input, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
