@@ -4,15 +4,18 @@ from fparam import nn, optim
 from fparam._grad import grad, value_and_grad
 from fparam._module import Buffer, Module, Parameter
 from fparam._random import manual_seed
+from fparam.serialization import load, save
 
 __all__ = [
     "Buffer",
     "Module",
     "Parameter",
     "grad",
+    "load",
     "manual_seed",
     "nn",
     "optim",
+    "save",
     "value_and_grad",
 ]
 

@@ -1,0 +1,238 @@
+"""Per-step overhead of a jitted fparam train step against raw JAX (and torch eager).
+
+Two workloads, each a full train step (forward, backward, momentum-SGD update):
+
+  (a) the seed model of DESIGN.md: ``x @ weights1 @ weights2`` on (100, 2, 2) inputs with
+      cross-entropy over (100, 2) labels — tiny, so the time is dispatch overhead;
+  (b) a 24-layer ``Linear(128, 128)`` + ``ReLU`` MLP with a 10-class head, batch 64.
+
+"raw JAX" is the same computation on a dict of arrays under ``jax.jit`` with a
+``jax.tree.map`` momentum update (lr and momentum passed as arguments, as fparam's are leaves).
+The runs are interleaved (fparam, raw, torch, fparam, raw, ...) and the median of the repeats
+is reported, so machine noise hits every contender alike.
+
+Run: ``python benchmarks/step_overhead.py [--steps 200] [--repeats 15]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fparam import nn, optim
+
+LR, MOMENTUM = 0.01, 0.9
+
+
+def log_softmax_ce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Cross entropy with the class on axis 1 (torch's layout), mean over everything else."""
+    logp = jax.nn.log_softmax(logits, axis=1)
+    picked = jnp.take_along_axis(logp, jnp.expand_dims(labels, 1), axis=1)
+    return -jnp.mean(picked)
+
+
+# --------------------------------------------------------------------------------- workloads
+
+
+class Seed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights1 = nn.Parameter(jax.random.normal(jax.random.key(0), (2, 2)))
+        self.weights2 = jax.random.normal(jax.random.key(1), (2, 2))
+
+    def forward(self, x: jax.Array) -> jax.Array:
+        return x @ self.weights1 @ self.weights2
+
+
+def seed_workload() -> dict[str, Any]:
+    model = Seed()
+    x = jax.random.normal(jax.random.key(2), (100, 2, 2))
+    y = jax.random.randint(jax.random.key(3), (100, 2), 0, 2)
+    weights2 = model.weights2
+    params = {"weights1": model.weights1}
+
+    def raw_forward(p: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+        return x @ p["weights1"] @ weights2
+
+    torch_model = None
+    try:
+        import torch
+
+        class TorchSeed(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.weights1 = torch.nn.Parameter(torch.from_numpy(np.asarray(model.weights1)))
+                self.weights2 = torch.from_numpy(np.asarray(weights2))
+
+            def forward(self, x: Any) -> Any:
+                return x @ self.weights1 @ self.weights2
+
+        torch_model = TorchSeed()
+    except ImportError:
+        pass
+    return dict(
+        name="(a) seed model",
+        model=model,
+        params=params,
+        raw_forward=raw_forward,
+        x=x,
+        y=y,
+        torch_model=torch_model,
+    )
+
+
+def mlp_workload(depth: int = 24, width: int = 128, batch: int = 64) -> dict[str, Any]:
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    layers.append(nn.Linear(width, 10))
+    model = nn.Sequential(*layers)
+    x = jax.random.normal(jax.random.key(4), (batch, width))
+    y = jax.random.randint(jax.random.key(5), (batch,), 0, 10)
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    params = {f"{i}": {"w": m.weight, "b": m.bias} for i, m in enumerate(linears)}
+
+    def raw_forward(p: dict[str, Any], x: jax.Array) -> jax.Array:
+        h = x
+        for i in range(len(p)):
+            h = h @ p[str(i)]["w"].T + p[str(i)]["b"]
+            if i < len(p) - 1:
+                h = jax.nn.relu(h)
+        return h
+
+    torch_model = None
+    try:
+        import torch
+
+        torch_layers: list[Any] = []
+        for m in linears:
+            lin = torch.nn.Linear(m.in_features, m.out_features)
+            lin.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in m.state_dict().items()})
+            torch_layers += [lin, torch.nn.ReLU()]
+        torch_model = torch.nn.Sequential(*torch_layers[:-1])
+    except ImportError:
+        pass
+    return dict(
+        name=f"(b) {depth}-layer MLP, width {width}, batch {batch}",
+        model=model,
+        params=params,
+        raw_forward=raw_forward,
+        x=x,
+        y=y,
+        torch_model=torch_model,
+    )
+
+
+# --------------------------------------------------------------------------------- steps
+
+
+def fparam_runner(w: dict[str, Any]) -> Callable[[int], Any]:
+    criterion = nn.CrossEntropyLoss()
+    model = w["model"]
+    opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+
+    @jax.jit
+    def step(model: Any, opt: Any, x: jax.Array, y: jax.Array) -> Any:
+        loss, grads = jax.value_and_grad(lambda m: criterion(m(x), y))(model)
+        model, opt = opt.step(model, grads)
+        return model, opt, loss
+
+    state = [model, opt]
+
+    def run(n: int) -> Any:
+        model, opt = state
+        for _ in range(n):
+            model, opt, loss = step(model, opt, w["x"], w["y"])
+        state[:] = [model, opt]
+        return jax.block_until_ready(loss)
+
+    return run
+
+
+def raw_runner(w: dict[str, Any]) -> Callable[[int], Any]:
+    forward = w["raw_forward"]
+
+    @jax.jit
+    def step(params: Any, bufs: Any, lr: Any, momentum: Any, x: jax.Array, y: jax.Array) -> Any:
+        loss, grads = jax.value_and_grad(lambda p: log_softmax_ce(forward(p, x), y))(params)
+        bufs = jax.tree.map(lambda b, g: momentum * b + g, bufs, grads)
+        params = jax.tree.map(lambda p, b: p - lr * b, params, bufs)
+        return params, bufs, loss
+
+    state = [w["params"], jax.tree.map(jnp.zeros_like, w["params"])]
+
+    def run(n: int) -> Any:
+        params, bufs = state
+        for _ in range(n):
+            params, bufs, loss = step(params, bufs, LR, MOMENTUM, w["x"], w["y"])
+        state[:] = [params, bufs]
+        return jax.block_until_ready(loss)
+
+    return run
+
+
+def torch_runner(w: dict[str, Any]) -> Callable[[int], Any] | None:
+    if w["torch_model"] is None:
+        return None
+    import torch
+
+    model = w["torch_model"]
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    criterion = torch.nn.CrossEntropyLoss()
+    x = torch.from_numpy(np.asarray(w["x"]))
+    y = torch.from_numpy(np.asarray(w["y"])).long()
+
+    def run(n: int) -> Any:
+        for _ in range(n):
+            opt.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            opt.step()
+        return loss.item()
+
+    return run
+
+
+def measure(runners: dict[str, Callable[[int], Any]], steps: int, repeats: int) -> dict[str, float]:
+    for run in runners.values():  # compile and warm up
+        run(steps)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(steps)
+            times[name].append((time.perf_counter() - start) / steps)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main(steps: int = 200, repeats: int = 15) -> list[tuple[str, dict[str, float]]]:
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {steps} steps x {repeats} repeats")
+    results = []
+    for workload in (seed_workload(), mlp_workload()):
+        runners = {"fparam": fparam_runner(workload), "raw JAX": raw_runner(workload)}
+        torch_run = torch_runner(workload)
+        if torch_run is not None:
+            runners["torch eager"] = torch_run
+        medians = measure(runners, steps, repeats)
+        results.append((workload["name"], medians))
+        base = medians["raw JAX"]
+        print(f"\n{workload['name']}")
+        print(f"  {'':14s} {'µs/step':>10s} {'/ raw JAX':>10s}")
+        for name, t in medians.items():
+            print(f"  {name:14s} {t * 1e6:10.1f} {t / base:10.2f}")
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    main(args.steps, args.repeats)
