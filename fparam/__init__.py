@@ -4,12 +4,14 @@ from fparam import nn, optim
 from fparam._grad import grad, value_and_grad
 from fparam._module import Buffer, Module, Parameter
 from fparam._random import manual_seed
+from fparam.interop import from_torch
 from fparam.serialization import load, save
 
 __all__ = [
     "Buffer",
     "Module",
     "Parameter",
+    "from_torch",
     "grad",
     "load",
     "manual_seed",

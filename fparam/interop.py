@@ -1,0 +1,151 @@
+"""``fparam.from_torch``: the fparam twin of a torch module, weights included.
+
+torch is imported only inside :func:`from_torch`; the rest of fparam never imports it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from fparam._module import Module
+
+__all__ = ["from_torch"]
+
+
+def _conv_kwargs(m: Any) -> dict[str, Any]:
+    return dict(
+        stride=m.stride,
+        padding=m.padding,
+        dilation=m.dilation,
+        groups=m.groups,
+        bias=m.bias is not None,
+        padding_mode=m.padding_mode,
+    )
+
+
+def _conv_transpose_kwargs(m: Any) -> dict[str, Any]:
+    return dict(
+        stride=m.stride,
+        padding=m.padding,
+        output_padding=m.output_padding,
+        groups=m.groups,
+        bias=m.bias is not None,
+        dilation=m.dilation,
+    )
+
+
+def _weight(m: Any, name: str = "weight") -> Any:
+    value = getattr(m, name, None)
+    return None if value is None else value.detach().cpu().numpy()
+
+
+# torch class name -> how to build the fparam module from the torch one (children excluded).
+_BUILDERS: dict[str, Callable[[Any, Any], Module]] = {
+    "Linear": lambda nn, m: nn.Linear(m.in_features, m.out_features, bias=m.bias is not None),
+    "Identity": lambda nn, m: nn.Identity(),
+    "Flatten": lambda nn, m: nn.Flatten(m.start_dim, m.end_dim),
+    "Unflatten": lambda nn, m: nn.Unflatten(m.dim, tuple(m.unflattened_size)),
+    "ReLU": lambda nn, m: nn.ReLU(m.inplace),
+    "LeakyReLU": lambda nn, m: nn.LeakyReLU(m.negative_slope, m.inplace),
+    "ELU": lambda nn, m: nn.ELU(m.alpha, m.inplace),
+    "GELU": lambda nn, m: nn.GELU(m.approximate),
+    "SiLU": lambda nn, m: nn.SiLU(m.inplace),
+    "Sigmoid": lambda nn, m: nn.Sigmoid(),
+    "Tanh": lambda nn, m: nn.Tanh(),
+    "Softmax": lambda nn, m: nn.Softmax(m.dim),
+    "LogSoftmax": lambda nn, m: nn.LogSoftmax(m.dim),
+    "CrossEntropyLoss": lambda nn, m: nn.CrossEntropyLoss(
+        weight=_weight(m),
+        ignore_index=m.ignore_index,
+        reduction=m.reduction,
+        label_smoothing=m.label_smoothing,
+    ),
+    "NLLLoss": lambda nn, m: nn.NLLLoss(
+        weight=_weight(m), ignore_index=m.ignore_index, reduction=m.reduction
+    ),
+    "MSELoss": lambda nn, m: nn.MSELoss(reduction=m.reduction),
+    "L1Loss": lambda nn, m: nn.L1Loss(reduction=m.reduction),
+    "BCELoss": lambda nn, m: nn.BCELoss(weight=_weight(m), reduction=m.reduction),
+    "BCEWithLogitsLoss": lambda nn, m: nn.BCEWithLogitsLoss(
+        weight=_weight(m), reduction=m.reduction, pos_weight=_weight(m, "pos_weight")
+    ),
+}
+for _n in (1, 2, 3):
+    _BUILDERS[f"Conv{_n}d"] = lambda nn, m, _n=_n: getattr(nn, f"Conv{_n}d")(
+        m.in_channels, m.out_channels, m.kernel_size, **_conv_kwargs(m)
+    )
+    _BUILDERS[f"ConvTranspose{_n}d"] = lambda nn, m, _n=_n: getattr(nn, f"ConvTranspose{_n}d")(
+        m.in_channels, m.out_channels, m.kernel_size, **_conv_transpose_kwargs(m)
+    )
+
+_CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
+
+
+def _is_torch_builtin(m: Any) -> bool:
+    return type(m).__module__.startswith("torch.nn.modules")
+
+
+def _unsupported(module: Any) -> list[str]:
+    names = set()
+    for sub in module.modules():
+        name = type(sub).__name__
+        if not _is_torch_builtin(sub) or (name not in _BUILDERS and name not in _CONTAINERS):
+            names.add(f"{type(sub).__module__}.{type(sub).__qualname__}")
+    return sorted(names)
+
+
+def _convert(nn: Any, m: Any) -> Module:
+    name = type(m).__name__
+    if name == "Sequential":
+        return nn.Sequential(OrderedDict((k, _convert(nn, c)) for k, c in m.named_children()))
+    if name == "ModuleList":
+        return nn.ModuleList([_convert(nn, c) for c in m])
+    if name == "ModuleDict":
+        return nn.ModuleDict(OrderedDict((k, _convert(nn, c)) for k, c in m.items()))
+    if name in ("ParameterList", "ParameterDict"):
+        values = [(k, p.detach().cpu().numpy()) for k, p in m.named_parameters(recurse=False)]
+        if name == "ParameterList":
+            return nn.ParameterList([v for _, v in values])
+        return nn.ParameterDict(OrderedDict(values))
+    return _BUILDERS[name](nn, m)
+
+
+def from_torch(module: Any) -> Module:
+    """Build the fparam twin of a torch module made of layers fparam has, with its weights.
+
+    Arguments:
+        module: a ``torch.nn.Module`` built from torch's containers (``Sequential``,
+            ``ModuleList``, ``ModuleDict``, ``ParameterList``, ``ParameterDict``) and the
+            layers fparam mirrors (``Linear``, ``Conv*``, ``ConvTranspose*``, activations,
+            ``Flatten``, losses, ...).
+
+    Returns:
+        The fparam module: same structure and keys, its ``state_dict()`` equal to the torch
+        one (loaded through ``load_state_dict``), in the same train/eval mode.
+
+    Raises:
+        TypeError: ``module`` is not a torch module, or contains classes fparam cannot build
+            (custom subclasses with their own ``forward`` among them); the message lists them all.
+    """
+    import torch
+
+    from fparam import nn
+
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
+    missing = _unsupported(module)
+    if missing:
+        raise TypeError(
+            "from_torch cannot build these classes, which fparam does not have (define the "
+            "model with fparam.nn and load the torch state_dict instead): " + ", ".join(missing)
+        )
+    twin = _convert(nn, module)
+    state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    twin.load_state_dict(state, assign=True)
+    for (_, sub), (_, twin_sub) in zip(module.named_modules(), twin.named_modules()):
+        if sub.training != twin_sub.training:
+            twin_sub._set_static("training", sub.training)
+    return twin
+
