@@ -90,7 +90,7 @@ def value_and_grad(
 
         value, grads = jax.value_and_grad(inner, has_aux=has_aux)(diff)
         out = []
-        for (leaves, treedef, mask), g in zip(split, grads):
+        for (_, treedef, mask), g in zip(split, grads):
             it = iter(g)
             out.append(jax.tree.unflatten(treedef, [next(it) if m else None for m in mask]))
         return value, (out[0] if single else tuple(out))

@@ -17,6 +17,7 @@ transformation hands it later, as torch recognises them by object identity.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import operator
 import threading
@@ -46,6 +47,16 @@ def _next_uid() -> int:
         return next(_uid_counter)
 
 
+def _copied_uid(uid: int, memo: dict[Any, Any]) -> int:
+    """The uid that ``copy.deepcopy`` gives a parameter: a fresh one, as torch's deepcopy makes
+    new Parameter objects, and the same one for every copy made within one ``deepcopy`` call
+    (so a copied ``(model, handles)`` pair still matches up)."""
+    key = ("fparam.uid", uid)
+    if key not in memo:
+        memo[key] = _next_uid()
+    return memo[key]  # type: ignore[no-any-return]
+
+
 class StaticArrayWarning(UserWarning):
     """A large plain array was stored as static state (it is compiled in as a constant)."""
 
@@ -54,8 +65,11 @@ class StaticArrayWarning(UserWarning):
 # Values
 
 
+_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)
+
+
 def _is_array(value: Any) -> bool:
-    return isinstance(value, (jax.Array, np.ndarray, np.generic))
+    return isinstance(value, _ARRAY_TYPES)
 
 
 def _is_tracer(value: Any) -> bool:
@@ -142,6 +156,10 @@ class Parameter:
     def __len__(self) -> int:
         return len(self.data)
 
+    def __iter__(self) -> Iterator[jax.Array]:
+        # Iterable like a torch Parameter (over the first axis), so `isinstance(p, Iterable)`.
+        return iter(self.data)
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return np.asarray(self.data, dtype=dtype)
 
@@ -152,8 +170,8 @@ class Parameter:
         suffix = "" if self.requires_grad else ", requires_grad=False"
         return f"Parameter containing:\n{self.data!r}{suffix}"
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Parameter:
-        return Parameter._handle(self.data, self.requires_grad, self.uid)
+    def __deepcopy__(self, memo: dict[Any, Any]) -> Parameter:
+        return Parameter._handle(self.data, self.requires_grad, _copied_uid(self.uid, memo))
 
 
 def _binary(name: str) -> Callable[..., Any]:
@@ -361,9 +379,7 @@ class _Layout:
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
-        return (
-            isinstance(other, _Layout) and self.hash == other.hash and self.key == other.key
-        )
+        return isinstance(other, _Layout) and self.hash == other.hash and self.key == other.key
 
     def __repr__(self) -> str:
         names = ", ".join(self.leaf_names)
@@ -477,6 +493,23 @@ class Module:
         d["training"] = True
         d["_fp_layout"] = _Layout(type(self), (), (), (), {"training": True})
 
+    def __deepcopy__(self: T, memo: dict[Any, Any]) -> T:
+        """An independent copy whose parameters get fresh uids, as torch's deepcopy makes new
+        Parameter objects: ``ModuleList(copy.deepcopy(layer) for _ in range(n))`` works."""
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        d = self.__dict__
+        copied = {k: copy.deepcopy(v, memo) for k, v in d.items() if k != "_fp_layout"}
+        layout = d.get("_fp_layout")
+        if layout is not None:
+            params = tuple((n, rg, _copied_uid(uid, memo)) for n, rg, uid in layout.params)
+            statics = {k: copied[k] for k in layout.statics}  # the same objects as in __dict__
+            copied["_fp_layout"] = _Layout(
+                layout.cls, params, layout.buffers, layout.modules, statics
+            )
+        object.__setattr__(new, "__dict__", copied)
+        return new
+
     # ---------------------------------------------------------------- call
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -554,8 +587,8 @@ class Module:
         if replaced is not None:
             for _, module in replaced._subtree():
                 modules.pop(id(module), None)
-            for path, module in replaced._subtree():
-                for pname, _, uid in module.__dict__["_fp_layout"].params:
+            for _, module in replaced._subtree():
+                for _, _, uid in module.__dict__["_fp_layout"].params:
                     uids.pop(uid, None)
         for path, module in value._subtree(name):
             if id(module) in modules:
@@ -660,8 +693,7 @@ class Module:
         if module is not None:
             if "_fp_layout" not in module.__dict__:
                 raise AttributeError(
-                    f"cannot assign module '{name}': its __init__ did not call "
-                    "super().__init__()"
+                    f"cannot assign module '{name}': its __init__ did not call super().__init__()"
                 )
             self._check_no_sharing(name, module)
         if layout.kind(name) == "module":
@@ -713,17 +745,18 @@ class Module:
             raise KeyError('buffer name can\'t be empty string ""')
         if hasattr(self, name) and layout.kind(name) != "buffer":
             raise KeyError(f"attribute '{name}' already exists")
-        if tensor is not None and not isinstance(tensor, (Buffer, Parameter)):
-            if not _is_array(tensor):
-                raise TypeError(
-                    f"cannot assign '{_typename(tensor)}' object to buffer '{name}' "
-                    "(array or None required)"
-                )
+        if tensor is not None and not isinstance(tensor, (Buffer, Parameter, *_ARRAY_TYPES)):
+            raise TypeError(
+                f"cannot assign '{_typename(tensor)}' object to buffer '{name}' "
+                "(array or None required)"
+            )
         self._check_mutable(f"register buffer '{name}'")
         value = None if tensor is None else _to_jax(tensor, "Buffer")
         entry = (name, bool(persistent))
         if layout.kind(name) == "buffer":
-            new = layout.replace(buffers=tuple(entry if b[0] == name else b for b in layout.buffers))
+            new = layout.replace(
+                buffers=tuple(entry if b[0] == name else b for b in layout.buffers)
+            )
         else:
             new = self._remove_name(layout, name)
             new = new.replace(buffers=(*new.buffers, entry))
@@ -874,7 +907,11 @@ class Module:
         remove_duplicate: bool,
     ) -> Iterator[tuple[str, Any]]:
         seen: set[Any] = set()
-        pairs = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
+        pairs = (
+            self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+            if recurse
+            else [(prefix, self)]
+        )
         for module_prefix, module in pairs:
             for name, identity, value in members(module):
                 if remove_duplicate:
@@ -1165,4 +1202,3 @@ def _checkpoint_array(value: Any) -> Any:
             value = value.detach().cpu()
         return np.asarray(value)
     return None
-

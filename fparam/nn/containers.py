@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
-from itertools import chain, islice
+from itertools import chain
 from typing import Any, TypeVar, overload
 
 import jax
@@ -73,7 +73,9 @@ class Sequential(Module):
     def __delitem__(self, idx: int | slice) -> None:
         with self._transaction():
             keys = list(self._modules)
-            doomed = keys[idx] if isinstance(idx, slice) else [keys[_index_in_range(idx, len(keys))]]
+            doomed = (
+                keys[idx] if isinstance(idx, slice) else [keys[_index_in_range(idx, len(keys))]]
+            )
             for key in doomed:
                 delattr(self, key)
             # torch renumbers after a deletion, named Sequentials included.
@@ -111,9 +113,7 @@ class Sequential(Module):
 
     def _repeated(self, factor: Any) -> list[Module]:
         if not isinstance(factor, int):
-            raise TypeError(
-                f"unsupported operand type(s) for *: {type(self)} and {type(factor)}"
-            )
+            raise TypeError(f"unsupported operand type(s) for *: {type(self)} and {type(factor)}")
         if factor <= 0:
             raise ValueError(f"Non-positive multiplication factor {factor} for {type(self)}")
         return list(self) * factor
@@ -364,8 +364,7 @@ def _pairs(values: Any, owner: str, sort_plain_mappings: bool) -> list[tuple[Any
     for j, item in enumerate(values):
         if not isinstance(item, Iterable):
             raise TypeError(
-                f"{owner} update sequence element #{j} should be Iterable; is"
-                + type(item).__name__
+                f"{owner} update sequence element #{j} should be Iterable; is" + type(item).__name__
             )
         item = tuple(item)
         if len(item) != 2:
@@ -568,7 +567,7 @@ class ParameterDict(Module):
 
     def get(self, key: str, default: Any = None) -> Any:
         """``self[key]`` if present, else ``default``."""
-        return self[key] if key in self else default
+        return self[key] if key in self else default  # noqa: SIM401 (this *is* get)
 
     def fromkeys(self, keys: Iterable[str], default: Any = None) -> ParameterDict:
         """A new ParameterDict with ``keys`` all set to ``default``."""
