@@ -22,6 +22,7 @@ import itertools
 import operator
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
@@ -407,6 +408,34 @@ class _Layout:
         return _Layout(self.cls, **fields)
 
 
+# child -> the modules that have held it. Links are checked against the parent's current
+# children when read (a replaced or deleted child just fails the check), so nothing needs to
+# unlink; copies made by JAX's unflatten are not linked (they are not being built).
+_PARENTS: weakref.WeakKeyDictionary[Module, weakref.WeakSet[Module]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _roots(module: Module) -> Iterator[tuple[Module, str]]:
+    """Every root model ``module`` belongs to, with its dotted path there (``''`` if a root)."""
+    holders = []
+    parents = _PARENTS.get(module)
+    for parent in list(parents or ()):
+        d = parent.__dict__
+        layout = d.get("_fp_layout")
+        names = [n for n in layout.modules if d[n] is module] if layout is not None else []
+        if names:
+            holders.append((parent, names[0]))
+        else:
+            parents.discard(parent)  # type: ignore[union-attr]
+    if not holders:
+        yield module, ""
+        return
+    for parent, name in holders:
+        for root, path in _roots(parent):
+            yield root, _join(path, name)
+
+
 def _flatten(module: Module) -> tuple[tuple[Any, ...], _Layout]:
     d = module.__dict__
     layout = d["_fp_layout"]
@@ -566,31 +595,42 @@ class Module:
                 yield from child._subtree(_join(prefix, name))
 
     def _check_no_sharing(self, name: str, value: Module | Parameter) -> None:
-        """Refuse a second place for an object already in this tree (see SHARED_MODULE)."""
+        """Refuse a second place for an object already in this tree (see SHARED_MODULE).
+
+        The tree is every model this module belongs to: the check runs from each root that
+        the parent links reach, so ``m.a.b = m.c`` is caught as well as ``m.b = m.c``.
+        """
+        for root, path in _roots(self):
+            root._check_tree(self, path, name, value)
+
+    def _check_tree(
+        self, owner: Module, owner_path: str, name: str, value: Module | Parameter
+    ) -> None:
         modules: dict[int, str] = {}
         uids: dict[int, str] = {}
         for path, module in self._subtree():
             modules[id(module)] = path
             d = module.__dict__
             for pname, _, uid in d["_fp_layout"].params:
-                if not (module is self and pname == name) and d[pname] is not None:
+                if not (module is owner and pname == name) and d[pname] is not None:
                     uids[uid] = _join(path, pname)
+        slot = _join(owner_path, name)
         if isinstance(value, Parameter):
             if value.uid in uids:
                 raise ValueError(
                     _errors.SHARED_MODULE.format(
-                        what="This nn.Parameter", first=uids[value.uid], second=name
+                        what="This nn.Parameter", first=uids[value.uid], second=slot
                     )
                 )
             return
-        replaced = self.__dict__.get(name) if name in self._fp_layout.modules else None
+        replaced = owner.__dict__.get(name) if name in owner._fp_layout.modules else None
         if replaced is not None:
             for _, module in replaced._subtree():
                 modules.pop(id(module), None)
             for _, module in replaced._subtree():
                 for _, _, uid in module.__dict__["_fp_layout"].params:
                     uids.pop(uid, None)
-        for path, module in value._subtree(name):
+        for path, module in value._subtree(slot):
             if id(module) in modules:
                 what = f"The {type(module).__name__} module"
                 first = modules[id(module)] or "<root>"
@@ -702,6 +742,8 @@ class Module:
             new = self._remove_name(layout, name)
             new = new.replace(modules=(*new.modules, name))
         self._commit(new, **{name: module})
+        if module is not None:
+            _PARENTS.setdefault(module, weakref.WeakSet()).add(self)
 
     def _check_new_name(self, name: Any, what: str, kind: str) -> None:
         if not isinstance(name, str):
