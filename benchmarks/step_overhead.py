@@ -114,7 +114,9 @@ def mlp_workload(depth: int = 24, width: int = 128, batch: int = 64) -> dict[str
         torch_layers: list[Any] = []
         for m in linears:
             lin = torch.nn.Linear(m.in_features, m.out_features)
-            lin.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in m.state_dict().items()})
+            lin.load_state_dict(
+                {k: torch.from_numpy(np.asarray(v)) for k, v in m.state_dict().items()}
+            )
             torch_layers += [lin, torch.nn.ReLU()]
         torch_model = torch.nn.Sequential(*torch_layers[:-1])
     except ImportError:
@@ -213,7 +215,9 @@ def measure(runners: dict[str, Callable[[int], Any]], steps: int, repeats: int) 
 
 
 def main(steps: int = 200, repeats: int = 15) -> list[tuple[str, dict[str, float]]]:
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {steps} steps x {repeats} repeats")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {steps} steps x {repeats} repeats"
+    )
     results = []
     for workload in (seed_workload(), mlp_workload()):
         runners = {"fparam": fparam_runner(workload), "raw JAX": raw_runner(workload)}

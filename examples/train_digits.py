@@ -113,7 +113,9 @@ def main(
     for epoch in tqdm(range(epochs), desc="epochs", disable=None):
         order = rng.permutation(len(x_train))
         losses, accs = [], []
-        batches = range(steps_per_epoch if max_batches is None else min(max_batches, steps_per_epoch))
+        batches = range(
+            steps_per_epoch if max_batches is None else min(max_batches, steps_per_epoch)
+        )
         for b in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None):
             idx = order[b * batch_size : (b + 1) * batch_size]
             model, opt, loss, acc = train_step(model, opt, step, x_train[idx], y_train[idx])

@@ -25,7 +25,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -107,7 +107,15 @@ def _can_require_grad(array: Any) -> bool:
     return bool(jnp.issubdtype(array.dtype, jnp.inexact))
 
 
-class Parameter:
+if TYPE_CHECKING:
+    # For type checkers a Parameter is an array, so `self.weight = nn.Parameter(x)` types
+    # `self.weight` as what reading it returns at run time: a jax.Array.
+    _ParameterBase = jax.Array
+else:
+    _ParameterBase = object
+
+
+class Parameter(_ParameterBase):
     """A differentiable leaf of a module, like ``torch.nn.Parameter``.
 
     Assigning one to a module attribute registers a parameter; reading the attribute back gives
@@ -161,8 +169,14 @@ class Parameter:
         # Iterable like a torch Parameter (over the first axis), so `isinstance(p, Iterable)`.
         return iter(self.data)
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+    def __array__(self, dtype: Any = None, context: None = None, copy: bool | None = None) -> Any:
         return np.asarray(self.data, dtype=dtype)
+
+    def __neg__(self) -> jax.Array:
+        return -self.data
+
+    def __getitem__(self, index: Any) -> jax.Array:
+        return self.data[index]
 
     def __jax_array__(self) -> jax.Array:
         return self.data
@@ -175,26 +189,29 @@ class Parameter:
         return Parameter._handle(self.data, self.requires_grad, _copied_uid(self.uid, memo))
 
 
-def _binary(name: str) -> Callable[..., Any]:
+_Operator = Callable[[Parameter, Any], Any]
+
+
+def _operators(name: str) -> tuple[_Operator, _Operator]:
+    """``p <op> x`` and ``x <op> p`` on a Parameter handle: the same on its array (torch gives
+    a plain Tensor back; fparam gives a jax.Array)."""
     op = getattr(operator, name)
 
-    def method(self: Parameter, other: Any) -> Any:
+    def forward(self: Parameter, other: Any) -> Any:
         return op(self.data, other.data if isinstance(other, Parameter) else other)
 
     def reflected(self: Parameter, other: Any) -> Any:
         return op(other, self.data)
 
-    return method, reflected  # type: ignore[return-value]
+    return forward, reflected
 
 
 for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul"):
-    _fwd, _rev = _binary(_name)  # type: ignore[misc]
-    setattr(Parameter, f"__{_name}__", _fwd)
-    setattr(Parameter, f"__r{_name}__", _rev)
+    _forward, _reflected = _operators(_name)
+    setattr(Parameter, f"__{_name}__", _forward)
+    setattr(Parameter, f"__r{_name}__", _reflected)
 for _name in ("lt", "le", "gt", "ge"):
-    setattr(Parameter, f"__{_name}__", _binary(_name)[0])  # type: ignore[index]
-Parameter.__neg__ = lambda self: -self.data  # type: ignore[attr-defined]
-Parameter.__getitem__ = lambda self, index: self.data[index]  # type: ignore[attr-defined]
+    setattr(Parameter, f"__{_name}__", _operators(_name)[0])
 
 
 class Buffer:
@@ -397,23 +414,27 @@ class _Layout:
             return "module"
         return None
 
-    def replace(self, **changes: Any) -> _Layout:
-        fields = {
-            "params": self.params,
-            "buffers": self.buffers,
-            "modules": self.modules,
-            "statics": self.statics,
-        }
-        fields.update(changes)
-        return _Layout(self.cls, **fields)
+    def replace(
+        self,
+        *,
+        params: tuple[tuple[str, bool, int], ...] | None = None,
+        buffers: tuple[tuple[str, bool], ...] | None = None,
+        modules: tuple[str, ...] | None = None,
+        statics: dict[str, Any] | None = None,
+    ) -> _Layout:
+        return _Layout(
+            self.cls,
+            self.params if params is None else params,
+            self.buffers if buffers is None else buffers,
+            self.modules if modules is None else modules,
+            self.statics if statics is None else statics,
+        )
 
 
 # child -> the modules that have held it. Links are checked against the parent's current
 # children when read (a replaced or deleted child just fails the check), so nothing needs to
 # unlink; copies made by JAX's unflatten are not linked (they are not being built).
-_PARENTS: weakref.WeakKeyDictionary[Module, weakref.WeakSet[Module]] = (
-    weakref.WeakKeyDictionary()
-)
+_PARENTS: weakref.WeakKeyDictionary[Module, weakref.WeakSet[Module]] = weakref.WeakKeyDictionary()
 
 
 def _roots(module: Module) -> Iterator[tuple[Module, str]]:
@@ -449,7 +470,7 @@ def _flatten_with_keys(module: Module) -> tuple[list[tuple[Any, Any]], _Layout]:
 
 
 def _unflatten(layout: _Layout, children: Any) -> Module:
-    module = object.__new__(layout.cls)
+    module: Module = object.__new__(layout.cls)
     d = layout.base.copy()
     d.update(zip(layout.leaf_names, children))
     object.__setattr__(module, "__dict__", d)
@@ -472,7 +493,8 @@ class _IncompatibleKeys(NamedTuple):
             f"unexpected_keys={self.unexpected_keys})"
         )
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return self.__repr__()
 
 
 def _addindent(text: str, spaces: int) -> str:

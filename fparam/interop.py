@@ -72,13 +72,21 @@ _BUILDERS: dict[str, Callable[[Any, Any], Module]] = {
         weight=_weight(m), reduction=m.reduction, pos_weight=_weight(m, "pos_weight")
     ),
 }
+
+
+def _build_conv(nn: Any, m: Any) -> Module:
+    layer: Callable[..., Module] = getattr(nn, type(m).__name__)
+    return layer(m.in_channels, m.out_channels, m.kernel_size, **_conv_kwargs(m))
+
+
+def _build_conv_transpose(nn: Any, m: Any) -> Module:
+    layer: Callable[..., Module] = getattr(nn, type(m).__name__)
+    return layer(m.in_channels, m.out_channels, m.kernel_size, **_conv_transpose_kwargs(m))
+
+
 for _n in (1, 2, 3):
-    _BUILDERS[f"Conv{_n}d"] = lambda nn, m, _n=_n: getattr(nn, f"Conv{_n}d")(
-        m.in_channels, m.out_channels, m.kernel_size, **_conv_kwargs(m)
-    )
-    _BUILDERS[f"ConvTranspose{_n}d"] = lambda nn, m, _n=_n: getattr(nn, f"ConvTranspose{_n}d")(
-        m.in_channels, m.out_channels, m.kernel_size, **_conv_transpose_kwargs(m)
-    )
+    _BUILDERS[f"Conv{_n}d"] = _build_conv
+    _BUILDERS[f"ConvTranspose{_n}d"] = _build_conv_transpose
 
 _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 
@@ -148,4 +156,3 @@ def from_torch(module: Any) -> Module:
         if sub.training != twin_sub.training:
             twin_sub._set_static("training", sub.training)
     return twin
-

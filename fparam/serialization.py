@@ -41,8 +41,10 @@ def _state_of(obj: Any) -> Any:
     from fparam._module import Module
     from fparam.optim.optimizer import Optimizer
 
-    if isinstance(obj, (Module, Optimizer)):
+    if isinstance(obj, Module):
         return obj.state_dict()
+    if isinstance(obj, Optimizer):
+        return obj.state_dict()  # type: ignore[attr-defined]
     return obj
 
 
@@ -145,7 +147,7 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
 def _rebuild(skeleton: Any, tensors: Mapping[str, Any], path: Path) -> Any:
     if not isinstance(skeleton, dict) or len(skeleton) != 1:
         raise CheckpointError(f"{path}: corrupt structure metadata")
-    (kind, body), = skeleton.items()
+    ((kind, body),) = skeleton.items()
     if kind == "__tensor__":
         if body not in tensors:
             raise CheckpointError(f"{path}: structure names tensor '{body}', which the file lacks")

@@ -2,7 +2,17 @@
 
 from fparam._module import Buffer, Module, Parameter, StaticArrayWarning
 from fparam.nn import functional, init
-from fparam.nn.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
+from fparam.nn.activation import (
+    ELU,
+    GELU,
+    LeakyReLU,
+    LogSoftmax,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+)
 from fparam.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from fparam.nn.flatten import Flatten, Unflatten
 from fparam.nn.linear import Identity, Linear
@@ -37,8 +47,8 @@ __all__ = [
     "ParameterDict",
     "ParameterList",
     "ReLU",
-    "SiLU",
     "Sequential",
+    "SiLU",
     "Sigmoid",
     "Softmax",
     "StaticArrayWarning",

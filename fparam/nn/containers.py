@@ -44,7 +44,7 @@ class Sequential(Module):
     of the same modules that keeps their original keys.
     """
 
-    def __init__(self, *args: Module) -> None:
+    def __init__(self, *args: Any) -> None:
         super().__init__()
         if len(args) == 1 and isinstance(args[0], OrderedDict):
             for key, module in args[0].items():
