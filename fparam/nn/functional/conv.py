@@ -1,0 +1,982 @@
+"""Convolutions and padding as pure JAX functions, with torch.nn.functional's semantics.
+
+Everything here mirrors ``torch.nn.functional`` (see ``reference/torch-semantics.md`` §3): the
+signatures (including ``conv_transpose*``'s positional order), the NC[D]HW input and OI[D]HW /
+``(in, out/groups, *k)`` weight layouts, unbatched inputs, ``'same'``/``'valid'`` padding, the
+output sizes and the error conditions, raised with torch's exception types and messages.
+
+All shape logic runs in Python on static shapes, so every function works under ``jax.jit``,
+``jax.grad`` and ``jax.vmap``, and all validation happens at trace time. The maths is one
+``jax.lax.conv_general_dilated`` call per convolution; a transposed convolution is the dilated-input
+convolution with the kernel flipped and its in/out axes swapped per group.
+
+Numerics: ``precision`` is left to JAX's default (``jax.default_matmul_precision``), which is full
+float32 on CPU (measured against torch: max abs error ~1e-6 on values, ~4e-6 on gradients, at
+magnitudes up to ~30). JAX documents that its GPU default may use TF32 for float32, as torch's
+``torch.backends.cudnn.allow_tf32 = True`` default does for convolutions; wrap the call in
+``jax.default_matmul_precision("float32")`` for full float32 there. Half-precision inputs
+accumulate in float32 and round once, as torch does on CPU.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = [
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_output_size",
+    "conv_padding_mode_forward",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "conv_transpose_output_padding",
+    "conv_transpose_output_size",
+    "pad",
+    "reversed_padding_repeated_twice",
+]
+
+IntOrTuple = int | Sequence[int]
+Padding = int | Sequence[int] | str
+
+# --------------------------------------------------------------------------------------------
+# Error messages (torch's wording, §3.5-3.9 of the reference).
+# --------------------------------------------------------------------------------------------
+
+_INPUT_RANK = (
+    "Expected {unbatched}D (unbatched) or {batched}D (batched) input to {fn}, "
+    "but got input of size: {shape}"
+)
+_WEIGHT_RANK = "Expected {rank}D weight for {fn} ({layout}), but got weight of size {shape}"
+_NOT_INT = (
+    "{fn}(): argument '{name}' must be tuple of ints, but found element of type {type} at pos {pos}"
+)
+_STRING_NOT_ALLOWED = "{fn}(): argument '{name}' must be tuple of ints, not str"
+_NOT_SCALAR_INT = "{fn}(): argument '{name}' must be int, not {type}"
+_TUPLE_LENGTH = (
+    "expected {name} to be a single integer value or a list of {n} values to match the "
+    "convolution dimensions, but got {name}={value}"
+)
+_INVALID_PADDING_STRING = "Invalid padding string: {padding!r}"
+_SAME_STRIDED = "padding='same' is not supported for strided convolutions"
+_NONPOSITIVE_GROUPS = "non-positive groups is not supported"
+_NEGATIVE_PADDING = "negative padding is not supported"
+_NEGATIVE_OUTPUT_PADDING = "negative output_padding is not supported"
+_NONPOSITIVE_STRIDE = "non-positive stride is not supported"
+_NONPOSITIVE_DILATION = "dilation should be greater than zero, but got {fields}"
+_GROUPS_WEIGHT_MIN = (
+    "Given groups={groups}, expected weight to be at least {groups} at dimension 0, "
+    "but got weight of size {weight} instead"
+)
+_GROUPS_WEIGHT_DIVISIBLE = (
+    "Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+    "but got weight of size {weight} instead"
+)
+_CHANNELS = (
+    "Given {given}, weight of size {weight}, expected input{input} to have {expected} channels, "
+    "but got {got} channels instead"
+)
+_BIAS = (
+    "Given {given}weight of size {weight}, expected bias to be 1-dimensional with {expected} "
+    "elements, but got bias of size {bias} instead"
+)
+_ZERO_KERNEL = "kernel size should be greater than zero, but got {fields}"
+_KERNEL_TOO_BIG = (
+    "Calculated padded input size per channel: ({padded}). Kernel size: ({kernel}). "
+    "Kernel size can't be greater than actual input size"
+)
+_ZERO_SPATIAL = "Only zero batch or zero channel inputs are supported, but got input shape: {shape}"
+_OUTPUT_PADDING_TOO_BIG = (
+    "output padding must be smaller than either stride or dilation, but got {fields}"
+)
+_OUTPUT_TOO_SMALL = (
+    "Given input size per channel: ({input}). Calculated output size per channel: ({output}). "
+    "Output size is too small"
+)
+_DTYPE_MISMATCH = "Input type ({input}) and {what} type ({other}) should be the same"
+_OUTPUT_SIZE_LENGTH = (
+    "ConvTranspose{n}D: for {rank}D input, output_size must have {n} or {full} elements (got {got})"
+)
+_OUTPUT_SIZE_RANGE = (
+    "requested an output size of {requested}, but valid sizes range from {min} to {max} "
+    "(for an input of {input})"
+)
+
+_PAD_ODD = "Padding length must be divisible by 2"
+_PAD_TOO_LONG = (
+    "Padding length should be less than or equal to two times the input dimension but got "
+    "padding length {length} and input of dimension {rank}"
+)
+_PAD_MODE = "Unrecognised padding mode {mode}"
+_PAD_VALUE = 'Padding mode "{mode}" doesn\'t take in value argument'
+_PAD_UNSUPPORTED_RANK = (
+    "Padding size {length} is not supported for {rank}D input tensor.\n"
+    "Supported combinations for non-constant padding:\n"
+    "  - 2D or 3D input: padding size = 2 (pads last dimension)\n"
+    "  - 3D or 4D input: padding size = 4 (pads last 2 dimensions)\n"
+    "  - 4D or 5D input: padding size = 6 (pads last 3 dimensions)"
+)
+_PAD_EMPTY_DIMS = (
+    "Expected {unbatched}D or {batched}D (batch mode) tensor with possibly 0 batch size and other "
+    "non-zero dimensions for input, but got: {shape}"
+)
+_PAD_REFLECT_TOO_BIG = (
+    "Argument #{arg}: Padding size should be less than the corresponding input dimension, but "
+    "got: padding ({lo}, {hi}) at dimension {dim} of input {shape}"
+)
+_PAD_OUTPUT_TOO_SMALL = "input ({input}) is too small. Calculated output {output}"
+_PAD_CIRCULAR_WRAP = "Padding value causes wrapping around more than once."
+_PAD_CIRCULAR_EMPTY = "Negative padding value is resulting in an empty dimension"
+_PAD_CONSTANT_NEGATIVE = (
+    "negative padding ({lo}, {hi}) at dimension {dim} of input {shape} would give a negative "
+    "size ({size})"
+)
+
+_DIM_NAMES = {1: ("width",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+_LAYOUTS = {1: "OIW", 2: "OIHW", 3: "OIDHW"}
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def _shape(shape: Sequence[int]) -> str:
+    """Format a shape as torch prints ``tensor.sizes()``: ``[2, 3, 8, 8]``."""
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def _by_x(values: Sequence[int]) -> str:
+    """Format per-dimension sizes as torch's conv messages do: ``2 x 2``."""
+    return " x ".join(str(int(v)) for v in values)
+
+
+def _fields(**named: Sequence[int]) -> str:
+    """Format ``output_padding_height: 2 output_padding_width: 2 ...`` like ATen's checks."""
+    parts: list[str] = []
+    for prefix, values in named.items():
+        names = _DIM_NAMES[len(values)]
+        parts.extend(f"{prefix}_{dim}: {int(v)}" for dim, v in zip(names, values))
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Argument normalisation.
+# --------------------------------------------------------------------------------------------
+
+
+def _as_int(value: Any, fn: str, name: str, pos: int) -> int:
+    if isinstance(value, bool):
+        raise TypeError(_NOT_INT.format(fn=fn, name=name, type="bool", pos=pos))
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            _NOT_INT.format(fn=fn, name=name, type=type(value).__name__, pos=pos)
+        ) from None
+
+
+def _as_groups(groups: Any, fn: str) -> int:
+    if isinstance(groups, bool) or not hasattr(groups, "__index__"):
+        raise TypeError(_NOT_SCALAR_INT.format(fn=fn, name="groups", type=type(groups).__name__))
+    return operator.index(groups)
+
+
+def _ntuple(value: Any, n: int, fn: str, name: str) -> tuple[int, ...]:
+    """torch's ``expand_param_if_needed``: an int or a 1-sequence broadcasts, else length ``n``."""
+    if isinstance(value, str):
+        raise TypeError(_STRING_NOT_ALLOWED.format(fn=fn, name=name))
+    if not isinstance(value, Sequence):
+        return (_as_int(value, fn, name, 0),) * n
+    values = tuple(_as_int(v, fn, name, i) for i, v in enumerate(value))
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise RuntimeError(_TUPLE_LENGTH.format(name=name, n=n, value=list(values)))
+    return values
+
+
+def _same_padding(kernel: Sequence[int], dilation: Sequence[int]) -> list[tuple[int, int]]:
+    """torch's 'same': total ``d*(k-1)``, ``left = total // 2``, the odd extra on the right."""
+    pads = []
+    for k, d in zip(kernel, dilation):
+        total = d * (k - 1)
+        pads.append((total // 2, total - total // 2))
+    return pads
+
+
+def _explicit_padding(padding: Padding, n: int, fn: str) -> list[tuple[int, int]] | str:
+    """Return ``[(lo, hi), ...]`` per spatial dim, or the (validated) padding string."""
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise RuntimeError(_INVALID_PADDING_STRING.format(padding=padding))
+        return padding
+    return [(p, p) for p in _ntuple(padding, n, fn, "padding")]
+
+
+# --------------------------------------------------------------------------------------------
+# Output sizes.
+# --------------------------------------------------------------------------------------------
+
+
+def conv_output_size(
+    input_size: Sequence[int],
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+) -> tuple[int, ...]:
+    """Spatial output size of ``conv{1,2,3}d`` (torch's formula, §3.8).
+
+    Arguments:
+        input_size: the spatial sizes ``(L,)``, ``(H, W)`` or ``(D, H, W)``.
+        kernel_size, stride, dilation: ints or per-dimension tuples.
+        padding: int, tuple, ``'same'`` or ``'valid'``.
+
+    Returns:
+        ``floor((L + 2p - d*(k-1) - 1) / s) + 1`` per dimension (``L`` for ``'same'``). The result
+        may be zero or negative: this helper does not validate, the conv functions do.
+    """
+    n = len(input_size)
+    fn = "conv_output_size"
+    kernel = _ntuple(kernel_size, n, fn, "kernel_size")
+    strides = _ntuple(stride, n, fn, "stride")
+    dilations = _ntuple(dilation, n, fn, "dilation")
+    if padding == "same":
+        pads = _same_padding(kernel, dilations)
+    elif padding == "valid":
+        pads = [(0, 0)] * n
+    else:
+        pads = [(p, p) for p in _ntuple(padding, n, fn, "padding")]
+    return tuple(
+        (size + lo + hi - d * (k - 1) - 1) // s + 1
+        for size, (lo, hi), k, s, d in zip(input_size, pads, kernel, strides, dilations)
+    )
+
+
+def conv_transpose_output_size(
+    input_size: Sequence[int],
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    dilation: IntOrTuple = 1,
+) -> tuple[int, ...]:
+    """Spatial output size of ``conv_transpose{1,2,3}d`` (torch's formula, §3.8).
+
+    Arguments:
+        input_size: the spatial sizes ``(L,)``, ``(H, W)`` or ``(D, H, W)``.
+        kernel_size, stride, padding, output_padding, dilation: ints or per-dimension tuples.
+
+    Returns:
+        ``(L - 1)*s - 2p + d*(k-1) + output_padding + 1`` per dimension (not validated).
+    """
+    n = len(input_size)
+    fn = "conv_transpose_output_size"
+    kernel = _ntuple(kernel_size, n, fn, "kernel_size")
+    strides = _ntuple(stride, n, fn, "stride")
+    pads = _ntuple(padding, n, fn, "padding")
+    out_pads = _ntuple(output_padding, n, fn, "output_padding")
+    dilations = _ntuple(dilation, n, fn, "dilation")
+    return tuple(
+        (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for size, k, s, p, op, d in zip(input_size, kernel, strides, pads, out_pads, dilations)
+    )
+
+
+def conv_transpose_output_padding(
+    input_shape: Sequence[int],
+    output_size: Sequence[int] | None,
+    stride: IntOrTuple,
+    padding: IntOrTuple,
+    kernel_size: IntOrTuple,
+    dilation: IntOrTuple,
+    num_spatial_dims: int,
+    output_padding: IntOrTuple = 0,
+) -> tuple[int, ...]:
+    """The ``output_padding`` a ``ConvTranspose*`` module uses for ``forward(x, output_size)``.
+
+    Mirrors torch's ``_ConvTransposeNd._output_padding`` (§3.9): with ``output_size=None`` the
+    module's own ``output_padding`` is returned. Otherwise ``output_size`` may hold the spatial
+    sizes only, or the full output shape (its leading batch/channel entries are dropped
+    unchecked), and each spatial size must lie in ``[min, min + stride - 1]`` where ``min`` is the
+    output size with no output padding; the module's ``output_padding`` is then ignored.
+
+    Arguments:
+        input_shape: the shape of the input, batched ``(N, C, *spatial)`` or unbatched.
+        output_size: ``None``, the requested spatial sizes, or the full requested output shape.
+        stride, padding, kernel_size, dilation: the module's ints or tuples.
+        num_spatial_dims: 1, 2 or 3.
+        output_padding: the module's ``output_padding``, returned when ``output_size`` is None.
+
+    Returns:
+        A tuple of ``num_spatial_dims`` output paddings.
+
+    Raises:
+        ValueError: when ``output_size`` has the wrong length or a size outside the valid range.
+    """
+    n = num_spatial_dims
+    fn = f"ConvTranspose{n}d"
+    if output_size is None:
+        return _ntuple(output_padding, n, fn, "output_padding")
+    rank = len(input_shape)
+    num_non_spatial = 2 if rank == n + 2 else 1
+    requested = [int(s) for s in output_size]
+    if len(requested) == num_non_spatial + n:
+        requested = requested[num_non_spatial:]
+    if len(requested) != n:
+        raise ValueError(
+            _OUTPUT_SIZE_LENGTH.format(n=n, rank=rank, full=num_non_spatial + n, got=len(requested))
+        )
+    spatial = tuple(int(s) for s in input_shape[rank - n :])
+    min_sizes = list(conv_transpose_output_size(spatial, kernel_size, stride, padding, 0, dilation))
+    max_sizes = [m + s - 1 for m, s in zip(min_sizes, _ntuple(stride, n, fn, "stride"))]
+    for size, lo, hi in zip(requested, min_sizes, max_sizes):
+        if size < lo or size > hi:
+            raise ValueError(
+                _OUTPUT_SIZE_RANGE.format(
+                    requested=requested, min=min_sizes, max=max_sizes, input=spatial
+                )
+            )
+    return tuple(size - lo for size, lo in zip(requested, min_sizes))
+
+
+def reversed_padding_repeated_twice(
+    padding: Padding, kernel_size: Sequence[int], dilation: IntOrTuple = 1
+) -> tuple[int, ...]:
+    """A conv module's padding in ``pad`` order: ``(lo_last, hi_last, ..., lo_first, hi_first)``.
+
+    This is torch's ``_ConvNd._reversed_padding_repeated_twice``, used with ``padding_mode !=
+    'zeros'``. ``'valid'`` gives zeros; ``'same'`` gives torch's asymmetric split (the odd extra on
+    the high side).
+
+    Arguments:
+        padding: int, tuple, ``'same'`` or ``'valid'``.
+        kernel_size: the module's kernel size tuple (its length is the number of spatial dims).
+        dilation: the module's dilation.
+    """
+    n = len(kernel_size)
+    fn = "reversed_padding_repeated_twice"
+    if padding == "valid":
+        pairs = [(0, 0)] * n
+    elif padding == "same":
+        pairs = _same_padding(kernel_size, _ntuple(dilation, n, fn, "dilation"))
+    else:
+        pairs = [(p, p) for p in _ntuple(padding, n, fn, "padding")]
+    return tuple(v for pair in reversed(pairs) for v in pair)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation shared by the convolutions.
+# --------------------------------------------------------------------------------------------
+
+
+def _batched(x: jax.Array, n: int, fn: str) -> tuple[jax.Array, bool]:
+    """Check the rank of ``x`` and add a batch axis to an unbatched input."""
+    if x.ndim not in (n + 1, n + 2):
+        raise RuntimeError(
+            _INPUT_RANK.format(unbatched=n + 1, batched=n + 2, fn=fn, shape=_shape(x.shape))
+        )
+    if x.ndim == n + 1:
+        return x[None], True
+    return x, False
+
+
+def _check_weight_rank(weight: jax.Array, n: int, fn: str) -> None:
+    if weight.ndim != n + 2:
+        layout = _LAYOUTS[n] if not fn.startswith("conv_transpose") else "in, out/groups, *k"
+        raise RuntimeError(
+            _WEIGHT_RANK.format(rank=n + 2, fn=fn, layout=layout, shape=_shape(weight.shape))
+        )
+
+
+def _check_common(
+    groups: int,
+    pads: Sequence[tuple[int, int]],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    output_padding: Sequence[int] | None = None,
+) -> None:
+    if groups <= 0:
+        raise RuntimeError(_NONPOSITIVE_GROUPS)
+    if any(lo < 0 or hi < 0 for lo, hi in pads):
+        raise RuntimeError(_NEGATIVE_PADDING)
+    if output_padding is not None and any(op < 0 for op in output_padding):
+        raise RuntimeError(_NEGATIVE_OUTPUT_PADDING)
+    if any(s <= 0 for s in stride):
+        raise RuntimeError(_NONPOSITIVE_STRIDE)
+    if any(d <= 0 for d in dilation):
+        raise RuntimeError(_NONPOSITIVE_DILATION.format(fields=_fields(dilation=dilation)))
+
+
+def _check_weight_groups(weight: jax.Array, groups: int) -> None:
+    if weight.shape[0] < groups:
+        raise RuntimeError(_GROUPS_WEIGHT_MIN.format(groups=groups, weight=_shape(weight.shape)))
+    if weight.shape[0] % groups:
+        raise RuntimeError(
+            _GROUPS_WEIGHT_DIVISIBLE.format(groups=groups, weight=_shape(weight.shape))
+        )
+
+
+def _check_bias(bias: jax.Array | None, expected: int, weight: jax.Array, given: str) -> None:
+    if bias is not None and (bias.ndim != 1 or bias.shape[0] != expected):
+        raise RuntimeError(
+            _BIAS.format(
+                given=given,
+                weight=_shape(weight.shape),
+                expected=expected,
+                bias=_shape(bias.shape),
+            )
+        )
+
+
+def _check_kernel_positive(kernel: Sequence[int]) -> None:
+    if any(k <= 0 for k in kernel):
+        raise RuntimeError(_ZERO_KERNEL.format(fields=_fields(kernel=kernel)))
+
+
+def _check_nonempty_spatial(x: jax.Array) -> None:
+    if x.shape[0] != 0 and x.shape[1] != 0 and any(s == 0 for s in x.shape[2:]):
+        raise RuntimeError(_ZERO_SPATIAL.format(shape=_shape(x.shape)))
+
+
+def _check_dtypes(x: jax.Array, weight: jax.Array, bias: jax.Array | None) -> None:
+    if weight.dtype != x.dtype:
+        raise RuntimeError(_DTYPE_MISMATCH.format(input=x.dtype, what="weight", other=weight.dtype))
+    if bias is not None and bias.dtype != x.dtype:
+        raise RuntimeError(_DTYPE_MISMATCH.format(input=x.dtype, what="bias", other=bias.dtype))
+
+
+def _dimension_numbers(n: int) -> lax.ConvDimensionNumbers:
+    """NC[D]HW input and output, OI[D]HW kernel: every array already in torch's layout."""
+    spec = tuple(range(n + 2))
+    return lax.ConvDimensionNumbers(lhs_spec=spec, rhs_spec=spec, out_spec=spec)
+
+
+def _add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
+    if bias is None:
+        return y
+    return y + bias.reshape((1, bias.shape[0]) + (1,) * (y.ndim - 2))
+
+
+# --------------------------------------------------------------------------------------------
+# Convolutions.
+# --------------------------------------------------------------------------------------------
+
+
+def _conv(
+    n: int,
+    input: Any,
+    weight: Any,
+    bias: Any,
+    stride: IntOrTuple,
+    padding: Padding,
+    dilation: IntOrTuple,
+    groups: int,
+) -> jax.Array:
+    fn = f"conv{n}d"
+    x, unbatched = _batched(jnp.asarray(input), n, fn)
+    weight = jnp.asarray(weight)
+    bias = None if bias is None else jnp.asarray(bias)
+    _check_weight_rank(weight, n, fn)
+    strides = _ntuple(stride, n, fn, "stride")
+    dilations = _ntuple(dilation, n, fn, "dilation")
+    groups = _as_groups(groups, fn)
+    kernel = tuple(int(k) for k in weight.shape[2:])
+    explicit = _explicit_padding(padding, n, fn)
+    _check_common(groups, [] if isinstance(explicit, str) else explicit, strides, dilations)
+    if isinstance(explicit, list):
+        pads = explicit
+    elif explicit == "same":
+        if any(s != 1 for s in strides):
+            raise RuntimeError(_SAME_STRIDED)
+        pads = _same_padding(kernel, dilations)
+    else:
+        pads = [(0, 0)] * n
+    _check_weight_groups(weight, groups)
+    if x.shape[1] != weight.shape[1] * groups:
+        raise RuntimeError(
+            _CHANNELS.format(
+                given=f"groups={groups}",
+                weight=_shape(weight.shape),
+                input=_shape(x.shape),
+                expected=weight.shape[1] * groups,
+                got=x.shape[1],
+            )
+        )
+    _check_bias(bias, weight.shape[0], weight, "")
+    _check_kernel_positive(kernel)
+    padded = [size + lo + hi for size, (lo, hi) in zip(x.shape[2:], pads)]
+    dilated = [d * (k - 1) + 1 for k, d in zip(kernel, dilations)]
+    if any(p < k for p, k in zip(padded, dilated)):
+        raise RuntimeError(_KERNEL_TOO_BIG.format(padded=_by_x(padded), kernel=_by_x(dilated)))
+    _check_nonempty_spatial(x)
+    _check_dtypes(x, weight, bias)
+    y = lax.conv_general_dilated(
+        x,
+        weight,
+        window_strides=strides,
+        padding=pads,
+        rhs_dilation=dilations,
+        dimension_numbers=_dimension_numbers(n),
+        feature_group_count=groups,
+    )
+    y = _add_bias(y, bias)
+    return y[0] if unbatched else y
+
+
+def _conv_transpose(
+    n: int,
+    input: Any,
+    weight: Any,
+    bias: Any,
+    stride: IntOrTuple,
+    padding: IntOrTuple,
+    output_padding: IntOrTuple,
+    groups: int,
+    dilation: IntOrTuple,
+) -> jax.Array:
+    fn = f"conv_transpose{n}d"
+    x, unbatched = _batched(jnp.asarray(input), n, fn)
+    weight = jnp.asarray(weight)
+    bias = None if bias is None else jnp.asarray(bias)
+    _check_weight_rank(weight, n, fn)
+    strides = _ntuple(stride, n, fn, "stride")
+    pads = _ntuple(padding, n, fn, "padding")
+    out_pads = _ntuple(output_padding, n, fn, "output_padding")
+    dilations = _ntuple(dilation, n, fn, "dilation")
+    groups = _as_groups(groups, fn)
+    kernel = tuple(int(k) for k in weight.shape[2:])
+    _check_common(groups, [(p, p) for p in pads], strides, dilations, out_pads)
+    _check_weight_groups(weight, groups)
+    c_in, c_out = weight.shape[0], weight.shape[1] * groups
+    if x.shape[1] != c_in:
+        raise RuntimeError(
+            _CHANNELS.format(
+                given="transposed=1",
+                weight=_shape(weight.shape),
+                input=_shape(x.shape),
+                expected=c_in,
+                got=x.shape[1],
+            )
+        )
+    _check_bias(bias, c_out, weight, "transposed=1, ")
+    _check_kernel_positive(kernel)
+    _check_nonempty_spatial(x)
+    if any(op >= max(s, d) for op, s, d in zip(out_pads, strides, dilations)):
+        raise RuntimeError(
+            _OUTPUT_PADDING_TOO_BIG.format(
+                fields=_fields(output_padding=out_pads, stride=strides, dilation=dilations)
+            )
+        )
+    out = conv_transpose_output_size(x.shape[2:], kernel, strides, pads, out_pads, dilations)
+    if any(o < 1 for o in out):
+        raise RuntimeError(_OUTPUT_TOO_SMALL.format(input=_by_x(x.shape[2:]), output=_by_x(out)))
+    _check_dtypes(x, weight, bias)
+
+    # The transposed conv is the gradient of a conv w.r.t. its input: a stride-1 conv over the
+    # input dilated by `stride`, with each group's kernel flipped and its in/out axes swapped,
+    # (in, out/G, *k) -> (G, in/G, out/G, *k) -> (G, out/G, in/G, *k) -> (out, in/G, *k).
+    c_in_g, c_out_g = c_in // groups, weight.shape[1]
+    w = weight.reshape((groups, c_in_g, c_out_g, *kernel))
+    w = jnp.swapaxes(w, 1, 2).reshape((c_out, c_in_g, *kernel))
+    w = lax.rev(w, tuple(range(2, n + 2)))
+    edge = [d * (k - 1) - p for k, d, p in zip(kernel, dilations, pads)]
+    y = lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=(1,) * n,
+        padding=[(e, e + op) for e, op in zip(edge, out_pads)],
+        lhs_dilation=strides,
+        rhs_dilation=dilations,
+        dimension_numbers=_dimension_numbers(n),
+        feature_group_count=groups,
+    )
+    y = _add_bias(y, bias)
+    return y[0] if unbatched else y
+
+
+def conv1d(
+    input: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+) -> jax.Array:
+    """Applies a 1-D convolution (cross-correlation) over an input, like ``F.conv1d``.
+
+    Arguments:
+        input: ``(N, C_in, L)`` or unbatched ``(C_in, L)``.
+        weight: ``(C_out, C_in / groups, k)`` (OIW).
+        bias: optional ``(C_out,)``.
+        stride: int or 1-tuple, every entry positive.
+        padding: int or 1-tuple (the same zero padding on both sides of each dim), ``'valid'``
+            (none) or ``'same'`` (output size = input size; total ``dilation*(k-1)`` split with the
+            odd extra on the high side, as torch does; only with stride 1).
+        dilation: int or 1-tuple, every entry positive.
+        groups: splits the input and output channels into ``groups`` contiguous blocks.
+
+    Returns:
+        ``(N, C_out, L_out)``, unbatched when the input is, in the input's dtype.
+
+    Raises:
+        RuntimeError: with torch's message, for a wrong input rank, a channel count that does not
+            match ``weight``, a kernel larger than the padded input, non-positive stride, dilation
+            or groups, negative padding, wrong tuple lengths, a bias of the wrong size,
+            mismatched dtypes, or ``'same'`` with a stride.
+        TypeError: for non-integer stride, padding, dilation or groups.
+    """
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(
+    input: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+) -> jax.Array:
+    """Applies a 2-D convolution (cross-correlation) over an input, like ``F.conv2d``.
+
+    Arguments:
+        input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
+        weight: ``(C_out, C_in / groups, kH, kW)`` (OIHW).
+        bias: optional ``(C_out,)``.
+        stride: int or 2-tuple, every entry positive.
+        padding: int or 2-tuple (the same zero padding on both sides of each dim), ``'valid'``
+            (none) or ``'same'`` (output size = input size; total ``dilation*(k-1)`` split with the
+            odd extra on the high side, as torch does; only with stride 1).
+        dilation: int or 2-tuple, every entry positive.
+        groups: splits the input and output channels into ``groups`` contiguous blocks.
+
+    Returns:
+        ``(N, C_out, H_out, W_out)``, unbatched when the input is, in the input's dtype.
+
+    Raises:
+        RuntimeError: with torch's message, for a wrong input rank, a channel count that does not
+            match ``weight``, a kernel larger than the padded input, non-positive stride, dilation
+            or groups, negative padding, wrong tuple lengths, a bias of the wrong size,
+            mismatched dtypes, or ``'same'`` with a stride.
+        TypeError: for non-integer stride, padding, dilation or groups.
+    """
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv3d(
+    input: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: IntOrTuple = 1,
+    padding: Padding = 0,
+    dilation: IntOrTuple = 1,
+    groups: int = 1,
+) -> jax.Array:
+    """Applies a 3-D convolution (cross-correlation) over an input, like ``F.conv3d``.
+
+    Arguments:
+        input: ``(N, C_in, D, H, W)`` or unbatched ``(C_in, D, H, W)``.
+        weight: ``(C_out, C_in / groups, kD, kH, kW)`` (OIDHW).
+        bias: optional ``(C_out,)``.
+        stride: int or 3-tuple, every entry positive.
+        padding: int or 3-tuple (the same zero padding on both sides of each dim), ``'valid'``
+            (none) or ``'same'`` (output size = input size; total ``dilation*(k-1)`` split with the
+            odd extra on the high side, as torch does; only with stride 1).
+        dilation: int or 3-tuple, every entry positive.
+        groups: splits the input and output channels into ``groups`` contiguous blocks.
+
+    Returns:
+        ``(N, C_out, D_out, H_out, W_out)``, unbatched when the input is, in the input's dtype.
+
+    Raises:
+        RuntimeError: with torch's message, for a wrong input rank, a channel count that does not
+            match ``weight``, a kernel larger than the padded input, non-positive stride, dilation
+            or groups, negative padding, wrong tuple lengths, a bias of the wrong size,
+            mismatched dtypes, or ``'same'`` with a stride.
+        TypeError: for non-integer stride, padding, dilation or groups.
+    """
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv_transpose1d(
+    input: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> jax.Array:
+    """Applies a 1-D transposed convolution, like ``F.conv_transpose1d``.
+
+    It is the gradient of ``conv1d`` with respect to its input, for the same weight, stride,
+    padding, dilation and groups, with ``output_padding`` extra rows/columns at the high end.
+
+    Arguments:
+        input: ``(N, C_in, L)`` or unbatched ``(C_in, L)``.
+        weight: ``(C_in, C_out / groups, k)`` (torch's transposed layout).
+        bias: optional ``(C_out,)``.
+        stride, padding, output_padding, dilation: ints or 1-tuples; torch's positional order
+            ``(input, weight, bias, stride, padding, output_padding, groups, dilation)``.
+            Each ``output_padding`` must be smaller than the stride or the dilation.
+        groups: number of blocked connections from input to output channels.
+
+    Returns:
+        ``(N, C_out, L_out)`` with ``L_out = (L - 1)*s - 2p + d*(k-1) + output_padding + 1``,
+        unbatched when the input is, in the input's dtype.
+
+    Raises:
+        RuntimeError: with torch's message, for a wrong input rank, a channel count that does not
+            match ``weight``, non-positive stride, dilation or groups, negative padding, an
+            ``output_padding`` too large, an output size below 1, wrong tuple lengths, a bias
+            of the wrong size or mismatched dtypes.
+        TypeError: for non-integer (including string) padding and the like.
+    """
+    return _conv_transpose(
+        1, input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+
+
+def conv_transpose2d(
+    input: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> jax.Array:
+    """Applies a 2-D transposed convolution, like ``F.conv_transpose2d``.
+
+    It is the gradient of ``conv2d`` with respect to its input, for the same weight, stride,
+    padding, dilation and groups, with ``output_padding`` extra rows/columns at the high end.
+
+    Arguments:
+        input: ``(N, C_in, H, W)`` or unbatched ``(C_in, H, W)``.
+        weight: ``(C_in, C_out / groups, kH, kW)`` (torch's transposed layout).
+        bias: optional ``(C_out,)``.
+        stride, padding, output_padding, dilation: ints or 2-tuples; torch's positional order
+            ``(input, weight, bias, stride, padding, output_padding, groups, dilation)``.
+            Each ``output_padding`` must be smaller than the stride or the dilation.
+        groups: number of blocked connections from input to output channels.
+
+    Returns:
+        ``(N, C_out, H_out, W_out)`` with ``L_out = (L - 1)*s - 2p + d*(k-1) + output_padding + 1``,
+        unbatched when the input is, in the input's dtype.
+
+    Raises:
+        RuntimeError: with torch's message, for a wrong input rank, a channel count that does not
+            match ``weight``, non-positive stride, dilation or groups, negative padding, an
+            ``output_padding`` too large, an output size below 1, wrong tuple lengths, a bias
+            of the wrong size or mismatched dtypes.
+        TypeError: for non-integer (including string) padding and the like.
+    """
+    return _conv_transpose(
+        2, input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+
+
+def conv_transpose3d(
+    input: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: IntOrTuple = 1,
+    padding: IntOrTuple = 0,
+    output_padding: IntOrTuple = 0,
+    groups: int = 1,
+    dilation: IntOrTuple = 1,
+) -> jax.Array:
+    """Applies a 3-D transposed convolution, like ``F.conv_transpose3d``.
+
+    It is the gradient of ``conv3d`` with respect to its input, for the same weight, stride,
+    padding, dilation and groups, with ``output_padding`` extra rows/columns at the high end.
+
+    Arguments:
+        input: ``(N, C_in, D, H, W)`` or unbatched ``(C_in, D, H, W)``.
+        weight: ``(C_in, C_out / groups, kD, kH, kW)`` (torch's transposed layout).
+        bias: optional ``(C_out,)``.
+        stride, padding, output_padding, dilation: ints or 3-tuples; torch's positional order
+            ``(input, weight, bias, stride, padding, output_padding, groups, dilation)``.
+            Each ``output_padding`` must be smaller than the stride or the dilation.
+        groups: number of blocked connections from input to output channels.
+
+    Returns:
+        ``(N, C_out, D_out, H_out, W_out)`` with ``L_out = (L - 1)*s - 2p + d*(k-1) + output_padding + 1``,
+        unbatched when the input is, in the input's dtype.
+
+    Raises:
+        RuntimeError: with torch's message, for a wrong input rank, a channel count that does not
+            match ``weight``, non-positive stride, dilation or groups, negative padding, an
+            ``output_padding`` too large, an output size below 1, wrong tuple lengths, a bias
+            of the wrong size or mismatched dtypes.
+        TypeError: for non-integer (including string) padding and the like.
+    """
+    return _conv_transpose(
+        3, input, weight, bias, stride, padding, output_padding, groups, dilation
+    )
+
+
+def conv_padding_mode_forward(
+    input: Any,
+    weight: Any,
+    bias: Any,
+    stride: IntOrTuple,
+    padding: Padding,
+    dilation: IntOrTuple,
+    groups: int,
+    padding_mode: str,
+) -> jax.Array:
+    """The forward of ``nn.Conv{1,2,3}d``, including its ``padding_mode``.
+
+    With ``padding_mode='zeros'`` this is ``conv{n}d(input, weight, bias, stride, padding,
+    dilation, groups)``. Otherwise, as torch does (§3.7), the input is first padded with
+    ``pad(input, reversed_padding_repeated_twice(padding, k, dilation), mode=padding_mode)``
+    (asymmetric for ``'same'``) and then convolved with padding 0.
+
+    Arguments:
+        input, weight, bias, stride, padding, dilation, groups: as for ``conv{n}d``; the number
+            of spatial dims ``n`` is ``weight.ndim - 2``.
+        padding_mode: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
+
+    Returns:
+        The convolution's output, as ``conv{n}d``.
+    """
+    weight = jnp.asarray(weight)
+    n = weight.ndim - 2
+    if n not in (1, 2, 3):
+        raise RuntimeError(
+            _WEIGHT_RANK.format(
+                rank="3D, 4D or 5", fn="a convolution", layout="OI[D]HW", shape=_shape(weight.shape)
+            )
+        )
+    conv = (conv1d, conv2d, conv3d)[n - 1]
+    if padding_mode == "zeros":
+        return conv(input, weight, bias, stride, padding, dilation, groups)
+    if isinstance(padding, str) and padding not in ("same", "valid"):
+        raise RuntimeError(_INVALID_PADDING_STRING.format(padding=padding))
+    pads = reversed_padding_repeated_twice(padding, weight.shape[2:], dilation)
+    return conv(pad(input, pads, mode=padding_mode), weight, bias, stride, 0, dilation, groups)
+
+
+# --------------------------------------------------------------------------------------------
+# Padding.
+# --------------------------------------------------------------------------------------------
+
+
+def pad(
+    input: Any, pad: Sequence[int], mode: str = "constant", value: float | None = 0.0
+) -> jax.Array:
+    """Pads an array, like ``torch.nn.functional.pad``.
+
+    ``pad`` lists ``(lo, hi)`` pairs starting from the **last** dimension:
+    ``(left, right)`` pads the last dim, ``(left, right, top, bottom)`` the last two, and so on.
+
+    Arguments:
+        input: any array.
+        pad: an even-length sequence of ints, at most ``2 * input.ndim`` long.
+        mode: ``'constant'`` (any rank; negative pads crop), ``'reflect'`` (mirror without
+            repeating the edge; each pad must be smaller than the dim), ``'replicate'`` (repeat
+            the edge; any size) or ``'circular'`` (wrap around; negative pads crop first, then each
+            pad may be at most the remaining size). The non-constant modes pad the last 1, 2 or 3
+            dims of a batched or unbatched input: a pad of length ``2k`` needs a ``(k+1)``-D or
+            ``(k+2)``-D input. They map onto ``jnp.pad``'s ``reflect``, ``edge`` and ``wrap``.
+        value: the fill value for ``'constant'`` (``None`` means 0); the other modes accept
+            only 0 or ``None``.
+
+    Returns:
+        The padded array, in the input's dtype.
+
+    Raises:
+        RuntimeError / NotImplementedError / TypeError: where torch raises them, with torch's
+        messages.
+    """
+    x = jnp.asarray(input)
+    if mode not in _PAD_MODES:
+        raise NotImplementedError(_PAD_MODE.format(mode=mode))
+    pads = tuple(_as_int(p, "pad", "pad", i) for i, p in enumerate(pad))
+    if len(pads) % 2:
+        raise RuntimeError(_PAD_ODD)
+    if len(pads) > 2 * x.ndim:
+        raise RuntimeError(_PAD_TOO_LONG.format(length=len(pads), rank=x.ndim))
+    # pairs[i] pads dimension dims[i]; torch's pad order starts from the last dimension.
+    pairs = [(pads[2 * i], pads[2 * i + 1]) for i in range(len(pads) // 2)]
+    dims = [x.ndim - 1 - i for i in range(len(pairs))]
+
+    if mode == "constant":
+        config = [(0, 0, 0)] * x.ndim
+        for dim, (lo, hi) in zip(dims, pairs):
+            if x.shape[dim] + lo + hi < 0:
+                raise RuntimeError(
+                    _PAD_CONSTANT_NEGATIVE.format(
+                        lo=lo, hi=hi, dim=dim, shape=_shape(x.shape), size=x.shape[dim] + lo + hi
+                    )
+                )
+            config[dim] = (lo, hi, 0)
+        fill = jnp.asarray(0 if value is None else value, dtype=x.dtype)
+        return lax.pad(x, fill, config)
+
+    if value is not None and value != 0:
+        raise RuntimeError(_PAD_VALUE.format(mode=mode))
+    k = len(pairs)
+    if k not in (1, 2, 3) or x.ndim not in (k + 1, k + 2):
+        raise NotImplementedError(_PAD_UNSUPPORTED_RANK.format(length=len(pads), rank=x.ndim))
+
+    if mode == "circular":
+        # torch crops the negative pads first, then wraps around what is left.
+        start = [0] * x.ndim
+        stop = list(x.shape)
+        for dim, (lo, hi) in zip(dims, pairs):
+            if lo > x.shape[dim] or hi > x.shape[dim]:
+                raise RuntimeError(_PAD_CIRCULAR_WRAP)
+            start[dim], stop[dim] = max(-lo, 0), x.shape[dim] - max(-hi, 0)
+            if stop[dim] < start[dim]:
+                raise RuntimeError(_PAD_CIRCULAR_EMPTY)
+            if max(lo, 0) > stop[dim] - start[dim] or max(hi, 0) > stop[dim] - start[dim]:
+                raise RuntimeError(_PAD_CIRCULAR_WRAP)
+        x = lax.slice(x, start, stop)
+        widths = [(0, 0)] * x.ndim
+        for dim, (lo, hi) in zip(dims, pairs):
+            widths[dim] = (max(lo, 0), max(hi, 0))
+        return jnp.pad(x, widths, mode="wrap") if any(map(any, widths)) else x
+
+    # reflect / replicate: output position j reads input position j - lo, reflected or clamped
+    # into range; that is padding the positive parts, then cropping the negative ones.
+    if any(s == 0 for s in (x.shape[1:] if x.ndim == k + 2 else x.shape)):
+        raise RuntimeError(
+            _PAD_EMPTY_DIMS.format(unbatched=k + 1, batched=k + 2, shape=_shape(x.shape))
+        )
+    if mode == "reflect":
+        for i, (dim, (lo, hi)) in enumerate(zip(dims, pairs)):
+            if lo >= x.shape[dim] or hi >= x.shape[dim]:
+                raise RuntimeError(
+                    _PAD_REFLECT_TOO_BIG.format(
+                        arg=4 + 2 * i, lo=lo, hi=hi, dim=dim, shape=_shape(x.shape)
+                    )
+                )
+    names = _DIM_NAMES[k]
+    out_sizes = [x.shape[dim] + lo + hi for dim, (lo, hi) in zip(dims, pairs)]
+    # torch needs a non-empty output for 1-D padding; 2-D and 3-D padding may give empty dims.
+    if any(s < (1 if k == 1 else 0) for s in out_sizes):
+        in_desc = ", ".join(f"{nm[0].upper()}: {x.shape[d]}" for nm, d in zip(names, dims[::-1]))
+        out_desc = ", ".join(f"{nm[0].upper()}: {s}" for nm, s in zip(names, out_sizes[::-1]))
+        raise RuntimeError(_PAD_OUTPUT_TOO_SMALL.format(input=in_desc, output=out_desc))
+    widths = [(0, 0)] * x.ndim
+    start = [0] * x.ndim
+    stop = list(x.shape)
+    for dim, (lo, hi) in zip(dims, pairs):
+        widths[dim] = (max(lo, 0), max(hi, 0))
+        start[dim] = max(-lo, 0)
+        stop[dim] = x.shape[dim] + max(lo, 0) + max(hi, 0) - max(-hi, 0)
+    if any(map(any, widths)):
+        x = jnp.pad(x, widths, mode="reflect" if mode == "reflect" else "edge")
+    if any(start) or tuple(stop) != x.shape:
+        x = lax.slice(x, start, stop)
+    return x
