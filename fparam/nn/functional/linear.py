@@ -1,0 +1,104 @@
+"""``linear``: torch's affine map ``y = x @ W.T + b`` with torch's ``(out, in)`` weight layout."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["linear"]
+
+_ZERO_DIM = "both arguments to linear need to be at least 1D, but they are {a}D and {b}D"
+_SHAPES = "mat1 and mat2 shapes cannot be multiplied ({m}x{k} and {k2}x{n})"
+_WEIGHT_RANK = "t() expects a tensor with <= 2 dimensions, but self is {ndim}D"
+_BIAS_WITH_VECTOR = "mat2 must be a matrix, got 1-D tensor"
+_VECTOR_SIZE = (
+    "inconsistent tensor size, expected tensor [{a}] and src [{b}] to have the same number of "
+    "elements, but got {a} and {b} elements respectively"
+)
+_DTYPES = "expected m1 and m2 to have the same dtype, but got: {a} != {b}"
+_BIAS_DTYPE = "linear: bias has dtype {b}, but the input and weight have dtype {a}"
+_BIAS_SHAPE = (
+    "The expanded size of the tensor ({want}) must match the existing size ({have}) at "
+    "non-singleton dimension {dim}.  Target sizes: {target}.  Tensor sizes: {sizes}"
+)
+
+
+def _sizes(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def _broadcast_bias(bias: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """``bias.expand(shape)`` with torch's error, without relying on implicit rank promotion."""
+    if bias.ndim > len(shape):
+        raise RuntimeError(
+            f"linear: bias of shape {_sizes(bias.shape)} has more dimensions than the output "
+            f"{_sizes(shape)}"
+        )
+    offset = len(shape) - bias.ndim
+    for i, have in enumerate(bias.shape):
+        want = shape[offset + i]
+        if have not in (1, want):
+            raise RuntimeError(
+                _BIAS_SHAPE.format(
+                    want=want,
+                    have=have,
+                    dim=offset + i,
+                    target=_sizes(shape),
+                    sizes=_sizes(bias.shape),
+                )
+            )
+    return jnp.broadcast_to(bias, shape)
+
+
+def linear(input: jax.Array, weight: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+    """Apply ``y = input @ weight.T + bias``, like ``torch.nn.functional.linear``.
+
+    Shapes and errors are torch's, checked at trace time from static shapes: the last axis of
+    ``input`` is contracted with axis 1 of a ``(out_features, in_features)`` weight, any leading
+    axes are kept (a 1-D input gives a 1-D output), and a mismatch raises
+    ``RuntimeError: mat1 and mat2 shapes cannot be multiplied (2x5 and 4x3)``, where ``2`` is the
+    product of the leading axes (``1`` for a 1-D input). A 0-d argument raises
+    ``RuntimeError: both arguments to linear need to be at least 1D, but they are 0D and 2D``.
+    As in torch, a 1-D weight (without bias) gives a dot product over the last axis.
+
+    The matmul runs at JAX's default precision (``jax.default_matmul_precision`` controls it;
+    torch uses full float32 on CPU, and so does JAX on CPU).
+
+    **Arguments:**
+
+    - `input`: array of shape ``(*, in_features)``.
+    - `weight`: array of shape ``(out_features, in_features)`` (torch's layout), same dtype.
+    - `bias`: optional array broadcastable to ``(*, out_features)``, usually ``(out_features,)``.
+
+    **Returns:**
+
+    An array of shape ``(*, out_features)`` and the input's dtype.
+    """
+    input = jnp.asarray(input)
+    weight = jnp.asarray(weight)
+    if input.ndim == 0 or weight.ndim == 0:
+        raise RuntimeError(_ZERO_DIM.format(a=input.ndim, b=weight.ndim))
+    if weight.ndim > 2:
+        raise RuntimeError(_WEIGHT_RANK.format(ndim=weight.ndim))
+    if input.dtype != weight.dtype:
+        raise RuntimeError(_DTYPES.format(a=input.dtype, b=weight.dtype))
+    in_features = input.shape[-1]
+    if weight.ndim == 1:
+        if bias is not None:
+            raise RuntimeError(_BIAS_WITH_VECTOR)
+        if weight.shape[0] != in_features:
+            raise RuntimeError(_VECTOR_SIZE.format(a=in_features, b=weight.shape[0]))
+        return jnp.matmul(input, weight)
+    out_features, w_in = weight.shape
+    if w_in != in_features:
+        rows = math.prod(input.shape[:-1])
+        raise RuntimeError(_SHAPES.format(m=rows, k=in_features, k2=w_in, n=out_features))
+    y = jnp.matmul(input, weight.T)
+    if bias is None:
+        return y
+    bias = jnp.asarray(bias)
+    if bias.dtype != y.dtype:
+        raise RuntimeError(_BIAS_DTYPE.format(a=y.dtype, b=bias.dtype))
+    return y + _broadcast_bias(bias, y.shape)

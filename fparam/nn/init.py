@@ -1,0 +1,514 @@
+"""torch's ``nn.init`` functions, functional and driven by JAX keys.
+
+Calling convention
+------------------
+Every initializer keeps torch's name and positional arguments, and adds a keyword-only ``key``::
+
+    w = init.kaiming_uniform_(w, a=math.sqrt(5), key=key)
+    b = init.uniform_(b, -bound, bound, key=key)
+    w = init.xavier_normal_((out_features, in_features), key=key)   # a shape works too
+
+- The first argument describes the result: an existing array (its **shape and dtype** are used,
+  its values ignored), a ``jax.ShapeDtypeStruct``, or a shape tuple (dtype: ``dtype=``, else
+  JAX's default float, float32 unless x64 is on). ``dtype=`` overrides the array's dtype.
+- JAX arrays are immutable, so nothing is filled in place: each function **returns a new array**
+  and you rebind it (``w = init.normal_(w, key=k)``). The trailing underscore is kept so that
+  torch code ports by adding ``key=`` and an assignment.
+- ``key`` is a JAX key (``jax.random.key`` or a legacy ``PRNGKey``). ``key=None`` draws the
+  next key from fparam's default stream (``fparam.manual_seed`` resets it), like torch's global
+  generator. Functions that draw nothing (``constant_``, ``zeros_``, ``ones_``) take no key.
+- Distributions, bounds, fans, gains, warnings and errors are torch's; the random numbers are
+  JAX's, so values are never bit-equal to torch's.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import DTypeLike
+
+from fparam._random import resolve_key
+
+__all__ = [
+    "calculate_gain",
+    "constant_",
+    "default_uniform_bound",
+    "kaiming_normal_",
+    "kaiming_uniform_",
+    "normal_",
+    "ones_",
+    "orthogonal_",
+    "trunc_normal_",
+    "uniform_",
+    "xavier_normal_",
+    "xavier_uniform_",
+    "zeros_",
+]
+
+ArrayOrShape = Any
+"""An array, a ``jax.ShapeDtypeStruct`` (anything with ``.shape`` and ``.dtype``) or a shape."""
+
+_UNSUPPORTED_NONLINEARITY = "Unsupported nonlinearity {nonlinearity}"
+_BAD_SLOPE = "negative_slope {param} not a valid number"
+_FAN_DIMS = "Fan in and fan out can not be computed for tensor with fewer than 2 dimensions"
+_BAD_MODE = "Mode {mode} not supported, please use one of {valid}"
+_ZERO_ELEMENTS = "Initializing zero-element tensors is a no-op"
+_TRUNC_MEAN = (
+    "mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
+    "The distribution of values may be incorrect."
+)
+_ORTHOGONAL_DIMS = "Only tensors with 2 or more dimensions are supported"
+_NOT_FLOATING = "{fn} draws random floats and needs a floating dtype, got {dtype}"
+
+_LINEAR_FNS = (
+    "linear",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes, fans and gains
+
+
+def _shape_dtype(tensor: ArrayOrShape, dtype: DTypeLike | None) -> tuple[tuple[int, ...], Any]:
+    """The ``(shape, dtype)`` an initializer produces for ``tensor`` (see the module docstring)."""
+    if hasattr(tensor, "shape") and hasattr(tensor, "dtype"):
+        shape = tuple(int(s) for s in tensor.shape)
+        return shape, np.dtype(tensor.dtype if dtype is None else dtype)
+    if isinstance(tensor, int):
+        shape = (tensor,)
+    else:
+        shape = tuple(int(s) for s in tensor)
+    return shape, np.dtype(jnp.result_type(float) if dtype is None else dtype)
+
+
+def _shape(tensor: ArrayOrShape) -> tuple[int, ...]:
+    if hasattr(tensor, "shape"):
+        return tuple(int(s) for s in tensor.shape)
+    if isinstance(tensor, int):
+        return (tensor,)
+    return tuple(int(s) for s in tensor)
+
+
+def _float_dtype(
+    fn: str, tensor: ArrayOrShape, dtype: DTypeLike | None
+) -> tuple[tuple[int, ...], Any]:
+    shape, dt = _shape_dtype(tensor, dtype)
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise TypeError(_NOT_FLOATING.format(fn=fn, dtype=dt))
+    return shape, dt
+
+
+def _unchanged(tensor: ArrayOrShape, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    """The result of a torch no-op on an empty tensor: the input itself, or an empty array."""
+    if isinstance(tensor, jax.Array | np.ndarray) and tensor.dtype == dtype:
+        return jnp.asarray(tensor)
+    return jnp.zeros(shape, dtype)
+
+
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
+    """Return torch's recommended gain for a nonlinearity (``torch.nn.init.calculate_gain``).
+
+    ``linear``, ``conv*``, ``conv_transpose*``, ``sigmoid``: 1; ``tanh``: 5/3; ``relu``: √2;
+    ``leaky_relu``: √(2 / (1 + slope²)) with ``slope = param`` (default 0.01); ``selu``: 3/4.
+
+    **Arguments:**
+
+    - `nonlinearity`: the ``nn.functional`` name of the nonlinearity.
+    - `param`: the negative slope for ``leaky_relu`` (an int or float, not a bool).
+
+    **Returns:**
+
+    The gain, a Python number (the int ``1`` for the linear family, as in torch). Unknown names
+    raise ``ValueError: Unsupported nonlinearity ...``; a bad slope raises ``ValueError``.
+    """
+    if nonlinearity in _LINEAR_FNS or nonlinearity == "sigmoid":
+        return 1
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        if param is None:
+            negative_slope: float = 0.01
+        elif (not isinstance(param, bool) and isinstance(param, int)) or isinstance(param, float):
+            negative_slope = param
+        else:
+            raise ValueError(_BAD_SLOPE.format(param=param))
+        return math.sqrt(2.0 / (1 + negative_slope**2))
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    raise ValueError(_UNSUPPORTED_NONLINEARITY.format(nonlinearity=nonlinearity))
+
+
+def _calculate_fan_in_and_fan_out(tensor: ArrayOrShape) -> tuple[int, int]:
+    """torch's fans: ``fan_in = shape[1] * receptive``, ``fan_out = shape[0] * receptive``.
+
+    ``receptive`` is the product of ``shape[2:]`` (1 for a matrix). This matches torch's weight
+    layouts: ``(out, in)`` for Linear, ``(out, in/groups, *k)`` for Conv and ``(in, out/groups,
+    *k)`` for ConvTranspose (whose "fan_in" is therefore ``out/groups * prod(k)``, as in torch).
+
+    **Arguments:**
+
+    - `tensor`: an array or a shape, with at least 2 dimensions (else ``ValueError``).
+
+    **Returns:**
+
+    ``(fan_in, fan_out)`` as Python ints.
+    """
+    shape = _shape(tensor)
+    if len(shape) < 2:
+        raise ValueError(_FAN_DIMS)
+    receptive_field_size = math.prod(shape[2:])
+    return shape[1] * receptive_field_size, shape[0] * receptive_field_size
+
+
+def _calculate_correct_fan(tensor: ArrayOrShape, mode: str) -> int:
+    mode = mode.lower()
+    valid_modes = ["fan_in", "fan_out"]
+    if mode not in valid_modes:
+        raise ValueError(_BAD_MODE.format(mode=mode, valid=valid_modes))
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    return fan_in if mode == "fan_in" else fan_out
+
+
+def default_uniform_bound(fan_in: int) -> float:
+    """The bound ``1 / √fan_in`` of torch's default Linear/Conv init (0 when ``fan_in`` is 0).
+
+    torch's ``reset_parameters`` draws the weight with ``kaiming_uniform_(w, a=√5)``, whose bound
+    is exactly this, and the bias from ``U(-bound, bound)``.
+
+    **Arguments:**
+
+    - `fan_in`: the layer's fan-in (``_calculate_fan_in_and_fan_out(weight)[0]``).
+
+    **Returns:**
+
+    The bound as a Python float.
+    """
+    return 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Constant fills
+
+
+def constant_(tensor: ArrayOrShape, val: float, *, dtype: DTypeLike | None = None) -> jax.Array:
+    """A new array of ``tensor``'s shape and dtype filled with ``val`` (``torch.nn.init.constant_``).
+
+    **Arguments:**
+
+    - `tensor`: an array or a shape (see the module docstring).
+    - `val`: the fill value.
+    - `dtype`: overrides the dtype.
+
+    **Returns:**
+
+    The filled array.
+    """
+    shape, dt = _shape_dtype(tensor, dtype)
+    return jnp.full(shape, val, dtype=dt)
+
+
+def zeros_(tensor: ArrayOrShape, *, dtype: DTypeLike | None = None) -> jax.Array:
+    """A new array of zeros shaped like ``tensor`` (``torch.nn.init.zeros_``).
+
+    **Arguments:**
+
+    - `tensor`: an array or a shape.
+    - `dtype`: overrides the dtype.
+
+    **Returns:**
+
+    The zero array.
+    """
+    shape, dt = _shape_dtype(tensor, dtype)
+    return jnp.zeros(shape, dtype=dt)
+
+
+def ones_(tensor: ArrayOrShape, *, dtype: DTypeLike | None = None) -> jax.Array:
+    """A new array of ones shaped like ``tensor`` (``torch.nn.init.ones_``).
+
+    **Arguments:**
+
+    - `tensor`: an array or a shape.
+    - `dtype`: overrides the dtype.
+
+    **Returns:**
+
+    The array of ones.
+    """
+    shape, dt = _shape_dtype(tensor, dtype)
+    return jnp.ones(shape, dtype=dt)
+
+
+# --------------------------------------------------------------------------------------------
+# Random initializers
+
+
+def uniform_(
+    tensor: ArrayOrShape,
+    a: float = 0.0,
+    b: float = 1.0,
+    *,
+    key: jax.Array | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+    """Values drawn from ``U(a, b)`` (``torch.nn.init.uniform_``).
+
+    **Arguments:**
+
+    - `tensor`: an array or a shape (see the module docstring); floating dtype.
+    - `a`, `b`: the bounds.
+    - `key`: a JAX key; None draws from fparam's default key stream.
+    - `dtype`: overrides the dtype.
+
+    **Returns:**
+
+    A new array with values in ``[a, b)``.
+    """
+    shape, dt = _float_dtype("uniform_", tensor, dtype)
+    return jax.random.uniform(resolve_key(key), shape, dt, minval=a, maxval=b)
+
+
+def normal_(
+    tensor: ArrayOrShape,
+    mean: float = 0.0,
+    std: float = 1.0,
+    *,
+    key: jax.Array | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+    """Values drawn from ``N(mean, std²)`` (``torch.nn.init.normal_``).
+
+    **Arguments:**
+
+    - `tensor`: an array or a shape; floating dtype.
+    - `mean`, `std`: the distribution's mean and standard deviation.
+    - `key`: a JAX key; None draws from fparam's default key stream.
+    - `dtype`: overrides the dtype.
+
+    **Returns:**
+
+    A new array.
+    """
+    shape, dt = _float_dtype("normal_", tensor, dtype)
+    return mean + std * jax.random.normal(resolve_key(key), shape, dt)
+
+
+def trunc_normal_(
+    tensor: ArrayOrShape,
+    mean: float = 0.0,
+    std: float = 1.0,
+    a: float = -2.0,
+    b: float = 2.0,
+    *,
+    key: jax.Array | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+    """``N(mean, std²)`` truncated to ``[a, b]`` (``torch.nn.init.trunc_normal_``).
+
+    Note that ``a`` and ``b`` are absolute bounds, not multiples of ``std`` (torch's
+    convention). Like torch, it warns when ``mean`` is more than 2 std outside ``[a, b]``.
+    Sampling uses ``jax.random.truncated_normal`` (inverse CDF) rather than torch's rejection
+    loop; the distribution is the same.
+
+    **Arguments:**
+
+    - `tensor`: an array or a shape; floating dtype.
+    - `mean`, `std`: parameters of the untruncated normal.
+    - `a`, `b`: the truncation bounds.
+    - `key`: a JAX key; None draws from fparam's default key stream.
+    - `dtype`: overrides the dtype.
+
+    **Returns:**
+
+    A new array with values in ``[a, b]``.
+    """
+    if (mean < a - 2 * std) or (mean > b + 2 * std):
+        warnings.warn(_TRUNC_MEAN, UserWarning, stacklevel=2)
+    shape, dt = _float_dtype("trunc_normal_", tensor, dtype)
+    lower, upper = (a - mean) / std, (b - mean) / std
+    z = jax.random.truncated_normal(resolve_key(key), lower, upper, shape, dt)
+    return jnp.clip(mean + std * z, a, b)
+
+
+def xavier_uniform_(
+    tensor: ArrayOrShape,
+    gain: float = 1.0,
+    *,
+    key: jax.Array | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+    """Glorot uniform: ``U(-a, a)``, ``a = gain * √(6 / (fan_in + fan_out))`` (torch's).
+
+    **Arguments:**
+
+    - `tensor`: an array or a shape with at least 2 dimensions; floating dtype.
+    - `gain`: scaling factor (see `calculate_gain`).
+    - `key`: a JAX key; None draws from fparam's default key stream.
+    - `dtype`: overrides the dtype.
+
+    **Returns:**
+
+    A new array.
+    """
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    bound = math.sqrt(3.0) * std
+    shape, dt = _float_dtype("xavier_uniform_", tensor, dtype)
+    return jax.random.uniform(resolve_key(key), shape, dt, minval=-bound, maxval=bound)
+
+
+def xavier_normal_(
+    tensor: ArrayOrShape,
+    gain: float = 1.0,
+    *,
+    key: jax.Array | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+    """Glorot normal: ``N(0, std²)``, ``std = gain * √(2 / (fan_in + fan_out))`` (torch's).
+
+    **Arguments:**
+
+    - `tensor`: an array or a shape with at least 2 dimensions; floating dtype.
+    - `gain`: scaling factor (see `calculate_gain`).
+    - `key`: a JAX key; None draws from fparam's default key stream.
+    - `dtype`: overrides the dtype.
+
+    **Returns:**
+
+    A new array.
+    """
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    shape, dt = _float_dtype("xavier_normal_", tensor, dtype)
+    return std * jax.random.normal(resolve_key(key), shape, dt)
+
+
+def _kaiming_std(tensor: ArrayOrShape, a: float, mode: str, nonlinearity: str) -> float:
+    fan = _calculate_correct_fan(tensor, mode)
+    gain = calculate_gain(nonlinearity, a)
+    return gain / math.sqrt(fan)
+
+
+def kaiming_uniform_(
+    tensor: ArrayOrShape,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    *,
+    key: jax.Array | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+    """He uniform: ``U(-bound, bound)``, ``bound = gain * √(3 / fan_mode)`` (torch's).
+
+    ``gain = calculate_gain(nonlinearity, a)``. torch's Linear and Conv layers use
+    ``a=math.sqrt(5)``, which makes ``bound = 1 / √fan_in`` (see `default_uniform_bound`).
+    A zero-element shape warns like torch and returns the (empty) input.
+
+    **Arguments:**
+
+    - `tensor`: an array or a shape with at least 2 dimensions; floating dtype.
+    - `a`: the negative slope of the rectifier after this layer (``leaky_relu`` only).
+    - `mode`: ``'fan_in'`` (default) or ``'fan_out'``.
+    - `nonlinearity`: the ``nn.functional`` name, ``'relu'`` or ``'leaky_relu'`` (default).
+    - `key`: a JAX key; None draws from fparam's default key stream.
+    - `dtype`: overrides the dtype.
+
+    **Returns:**
+
+    A new array.
+    """
+    shape, dt = _float_dtype("kaiming_uniform_", tensor, dtype)
+    if 0 in shape:
+        warnings.warn(_ZERO_ELEMENTS, UserWarning, stacklevel=2)
+        return _unchanged(tensor, shape, dt)
+    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)
+    return jax.random.uniform(resolve_key(key), shape, dt, minval=-bound, maxval=bound)
+
+
+def kaiming_normal_(
+    tensor: ArrayOrShape,
+    a: float = 0,
+    mode: str = "fan_in",
+    nonlinearity: str = "leaky_relu",
+    *,
+    key: jax.Array | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+    """He normal: ``N(0, std²)``, ``std = gain / √fan_mode`` (torch's).
+
+    **Arguments:**
+
+    - `tensor`: an array or a shape with at least 2 dimensions; floating dtype.
+    - `a`: the negative slope of the rectifier after this layer (``leaky_relu`` only).
+    - `mode`: ``'fan_in'`` (default) or ``'fan_out'``.
+    - `nonlinearity`: the ``nn.functional`` name, ``'relu'`` or ``'leaky_relu'`` (default).
+    - `key`: a JAX key; None draws from fparam's default key stream.
+    - `dtype`: overrides the dtype.
+
+    **Returns:**
+
+    A new array (a zero-element shape warns like torch and returns the empty input).
+    """
+    shape, dt = _float_dtype("kaiming_normal_", tensor, dtype)
+    if 0 in shape:
+        warnings.warn(_ZERO_ELEMENTS, UserWarning, stacklevel=2)
+        return _unchanged(tensor, shape, dt)
+    std = _kaiming_std(tensor, a, mode, nonlinearity)
+    return std * jax.random.normal(resolve_key(key), shape, dt)
+
+
+def orthogonal_(
+    tensor: ArrayOrShape,
+    gain: float = 1,
+    *,
+    key: jax.Array | None = None,
+    dtype: DTypeLike | None = None,
+) -> jax.Array:
+    """A (semi-)orthogonal matrix times ``gain`` (``torch.nn.init.orthogonal_``).
+
+    torch's construction: a ``(rows, cols)`` standard normal matrix (``rows = shape[0]``,
+    trailing axes flattened into ``cols``) is QR-factorised (transposed first when
+    ``rows < cols``), ``Q`` is multiplied by ``sign(diag(R))`` so the result is uniformly
+    (Haar) distributed, and reshaped back. Rows are orthonormal when ``rows <= cols``, columns
+    otherwise. The factorisation runs in at least float32.
+
+    **Arguments:**
+
+    - `tensor`: an array or a shape with at least 2 dimensions (else ``ValueError``).
+    - `gain`: scaling factor.
+    - `key`: a JAX key; None draws from fparam's default key stream.
+    - `dtype`: overrides the dtype.
+
+    **Returns:**
+
+    A new array (an empty shape is returned unchanged).
+    """
+    shape, dt = _float_dtype("orthogonal_", tensor, dtype)
+    if len(shape) < 2:
+        raise ValueError(_ORTHOGONAL_DIMS)
+    if math.prod(shape) == 0:
+        return _unchanged(tensor, shape, dt)
+    rows = shape[0]
+    cols = math.prod(shape) // rows
+    work = dt if dt.itemsize >= 4 else np.dtype(np.float32)  # QR in at least float32
+    flattened = jax.random.normal(resolve_key(key), (rows, cols), work)
+    if rows < cols:
+        flattened = flattened.T
+    q, r = jnp.linalg.qr(flattened)
+    q = q * jnp.sign(jnp.diagonal(r))[None, :]
+    if rows < cols:
+        q = q.T
+    return (gain * q).reshape(shape).astype(dt)
