@@ -1221,8 +1221,11 @@ class Module:
         for module, name, array in staged:
             current = module.__dict__[name]
             dtype = array.dtype if assign else current.dtype
-            new = jnp.asarray(array, dtype=dtype)
-            if isinstance(current, jax.Array) and not _is_tracer(current):
+            # A copy: the checkpoint's buffer (a torch tensor's numpy view, say) may change later.
+            new = jnp.array(array, dtype=dtype, copy=True)
+            if isinstance(current, jax.Array) and current.committed:
+                # Keep an explicit placement (a device or a sharding the user chose); an
+                # uncommitted array stays uncommitted, so jit sees the same input placement.
                 new = jax.device_put(new, current.sharding)
             module.__dict__[name] = new
         return _IncompatibleKeys(missing, unexpected)

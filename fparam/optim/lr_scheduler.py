@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fparam.optim.optimizer import Optimizer
 
@@ -30,6 +31,11 @@ __all__ = ["CosineAnnealingLR", "LRScheduler", "LambdaLR", "MultiStepLR", "StepL
 
 def _is_python_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _float(x: Any) -> Any:
+    """A traced value as JAX's default float (an explicit cast: strict promotion allows it)."""
+    return jnp.asarray(x, jax.dtypes.canonicalize_dtype(np.float64))
 
 
 class LRScheduler:
@@ -62,7 +68,9 @@ class LRScheduler:
         leaves, treedef = jax.tree.flatten(optimizer)
         new = jax.tree.unflatten(treedef, leaves)
         for group, lr in zip(new.param_groups, self.lr_at(epoch)):
-            group["lr"] = lr
+            # A traced lr gets the leaf type the optimizer flattens to (a strong float), so a
+            # jitted step that applies the schedule returns what it was given: no retrace.
+            group["lr"] = lr if isinstance(lr, int | float) else _float(lr)
         return new
 
     def step(self, optimizer: Optimizer) -> Optimizer:
@@ -106,7 +114,7 @@ class StepLR(LRScheduler):
     def _factor(self, epoch: Any, base_lr: float) -> Any:
         if _is_python_int(epoch):
             return base_lr * self.gamma ** (epoch // self.step_size)
-        return base_lr * jnp.power(self.gamma, epoch // self.step_size)
+        return base_lr * jnp.power(self.gamma, _float(epoch // self.step_size))
 
 
 class MultiStepLR(LRScheduler):
@@ -127,8 +135,10 @@ class MultiStepLR(LRScheduler):
         if _is_python_int(epoch):
             passed = sum(n for m, n in self.milestones.items() if m <= epoch)
             return base_lr * self.gamma**passed
-        marks = jnp.asarray(sorted(self.milestones.elements()))
-        return base_lr * jnp.power(self.gamma, jnp.sum(marks <= epoch))
+        passed = _float(0)
+        for m, n in self.milestones.items():
+            passed = passed + jnp.where(epoch >= m, n, 0)
+        return base_lr * jnp.power(self.gamma, passed)
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -142,12 +152,22 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def _factor(self, epoch: Any, base_lr: float) -> Any:
-        cos = math.cos if _is_python_int(epoch) else jnp.cos
-        return self.eta_min + (base_lr - self.eta_min) * (1 + cos(math.pi * epoch / self.T_max)) / 2
+        cos: Any
+        if _is_python_int(epoch):
+            cos = math.cos(math.pi * epoch / self.T_max)
+        else:
+            # The schedule has period 2 * T_max: reduce the integer first, then go to float.
+            phase = epoch % (2 * self.T_max) if _is_python_int(self.T_max) else epoch
+            cos = jnp.cos(math.pi * _float(phase) / self.T_max)
+        return self.eta_min + (base_lr - self.eta_min) * (1 + cos) / 2
 
 
 class LambdaLR(LRScheduler):
-    """``base * lr_lambda(epoch)``, one function or one per group."""
+    """``base * lr_lambda(epoch)``, one function or one per group.
+
+    Under ``jit`` (``apply`` with a traced epoch) each function receives the traced integer
+    epoch, so it must be written with JAX operations (``0.95 ** epoch``, ``jnp.where``).
+    """
 
     def __init__(
         self,

@@ -21,12 +21,15 @@ from fparam._module import Module, Parameter, _typename, _unflatten
 __all__ = ["Optimizer"]
 
 
-def _as_float(value: Any) -> Any:
-    """Numeric hyperparameters become floats (arrays stay arrays): one leaf type, no retrace."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return float(value)
+def _as_leaf(value: Any, dtype: Any) -> Any:
+    """A hyperparameter as a pytree leaf: a Python number becomes a strong ``dtype`` scalar.
+
+    One leaf type whatever the user wrote (``0``, ``0.9``, a schedule's traced value, the
+    array a jitted step returned), so changing a value never retraces. The group dict keeps
+    the value as written, so ``repr`` and ``state_dict`` read as torch's.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return np.asarray(value, dtype)
     return value
 
 
@@ -38,9 +41,6 @@ class ParamGroup(dict):
     """
 
     params_key: _ParamsKey | None = None
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, _as_float(value))
 
 
 class _ParamsKey:
@@ -142,15 +142,15 @@ class Optimizer:
             raise ValueError(
                 "all optimizer params should be with/without names. Some param names are missing"
             )
+        # torch's key order: the user's keys ('params' where the user put it), the names,
+        # then the defaults not given; state_dict() and repr follow it.
         group = ParamGroup()
         for key, value in param_group.items():
-            if key != "params":
-                group[key] = value
-        for key, value in self.defaults.items():
-            group.setdefault(key, value)
-        group["params"] = handles
+            group[key] = handles if key == "params" else value
         if names:
             group["param_names"] = names
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
         uids = [p.uid for p in handles]
         if len(set(uids)) != len(uids):
             warnings.warn(
@@ -182,18 +182,31 @@ class Optimizer:
 
     def _tree_flatten(self) -> tuple[list[Any], Any]:
         hyper = self.hyperparameters
-        leaves = [g[k] for g in self.param_groups for k in hyper]
+        dtype = jax.dtypes.canonicalize_dtype(np.float64)
+        # The defaults' hyperparameters are leaves too: two optimizers that differ only in
+        # their lr share compiled code.
+        leaves = [_as_leaf(self.defaults[k], dtype) for k in hyper]
+        leaves.extend(_as_leaf(g[k], dtype) for g in self.param_groups for k in hyper)
         leaves.extend(self._state_leaves())
+        # Every key in the group's order; a hyperparameter's value is its leaf (None here).
         groups = tuple(
             tuple(
-                (k, tuple(v) if isinstance(v, list) else v)
+                (
+                    k,
+                    None
+                    if k in hyper
+                    else _ParamsKey.of(g)
+                    if k == "params"
+                    else tuple(v)
+                    if isinstance(v, list)
+                    else v,
+                )
                 for k, v in g.items()
-                if k not in hyper and k != "params"
             )
-            + (("params", _ParamsKey.of(g)),)
             for g in self.param_groups
         )
-        aux = (groups, tuple(self.defaults.items()), self._static_extras())
+        defaults = tuple((k, None if k in hyper else v) for k, v in self.defaults.items())
+        aux = (groups, defaults, self._static_extras())
         return leaves, aux
 
     def _static_extras(self) -> Any:
@@ -204,15 +217,17 @@ class Optimizer:
     def _tree_unflatten(cls, aux: Any, leaves: Iterable[Any]) -> Optimizer:
         groups, defaults, extras = aux
         opt = object.__new__(cls)
-        opt.defaults = dict(defaults)
         it = iter(leaves)
+        hyper_defaults = {key: next(it) for key in cls.hyperparameters}
+        opt.defaults = {k: hyper_defaults.get(k, v) for k, v in defaults}
         opt.param_groups = []
         for static in groups:
             group = ParamGroup()
-            for key in cls.hyperparameters:
-                dict.__setitem__(group, key, next(it))
+            hyper = {key: next(it) for key in cls.hyperparameters}
             for key, value in static:
-                if key == "params":
+                if key in hyper:
+                    value = hyper[key]
+                elif key == "params":
                     group.params_key = value
                     value = value.handles
                 elif key == "param_names":
@@ -230,7 +245,11 @@ class Optimizer:
 
     def _slots(self) -> dict[int, tuple[int, int]]:
         """uid → (group index, index in group)."""
-        return {p.uid: (gi, pi) for gi, g in enumerate(self.param_groups) for pi, p in enumerate(g["params"])}
+        return {
+            p.uid: (gi, pi)
+            for gi, g in enumerate(self.param_groups)
+            for pi, p in enumerate(g["params"])
+        }
 
     def step(self, model: Any, grads: Any) -> tuple[Any, Optimizer]:
         """One optimization step: returns ``(new_model, new_optimizer)``.
@@ -271,9 +290,7 @@ class Optimizer:
                     collect(d[name], gd[name], f"{path}.{name}" if path else name)
 
         models = jax.tree.leaves(model, is_leaf=lambda x: isinstance(x, Module))
-        grad_models = jax.tree.leaves(
-            grads, is_leaf=lambda x: isinstance(x, Module) or x is None
-        )
+        grad_models = jax.tree.leaves(grads, is_leaf=lambda x: isinstance(x, Module) or x is None)
         if len(models) != len(grad_models):
             raise ValueError(
                 f"grads do not have the structure of the model: {len(models)} modules vs "
@@ -339,10 +356,13 @@ def _scalar(value: Any) -> Any:
     A float32 leaf reads back as the shortest decimal that rounds to it (0.1, not
     0.10000000149011612), which is the number the user wrote.
     """
-    if isinstance(value, jax.Array) and value.ndim == 0 and not isinstance(value, jax.core.Tracer):
+    if isinstance(value, jax.Array | np.ndarray | np.generic) and not isinstance(
+        value, jax.core.Tracer
+    ):
         array = np.asarray(value)
+        if array.ndim != 0:
+            return value
         if array.dtype.kind == "f":
             return float(str(array))
         return array.item()
     return value
-

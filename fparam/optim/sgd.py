@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import jax
@@ -25,6 +26,47 @@ def _select(condition_value: Any, then: Callable[[], Any], otherwise: Any) -> An
     if isinstance(condition_value, (int, float)):
         return then() if condition_value != 0 else otherwise
     return jnp.where(condition_value != 0, then(), otherwise)
+
+
+def _as_dtype(value: Any, dtype: Any) -> Any:
+    """A hyperparameter in a parameter's dtype, as a Python scalar is in torch (and in JAX).
+
+    A Python number stays one (JAX's weak typing does the same); an array leaf (a jitted
+    step's, or a tensor lr) is cast, so a bfloat16 parameter stays bfloat16.
+    """
+    if isinstance(value, int | float):
+        return value
+    return jnp.asarray(value, dtype)
+
+
+def _single_tensor_sgd(
+    param: Any, grad: Any, buf: Any, first: Any, group: ParamGroup, keys: tuple[str, ...]
+) -> tuple[Any, Any]:
+    """torch's ``_single_tensor_sgd`` for one parameter: ``(new_param, new_buffer)``.
+
+    ``buf`` is None for a group without momentum buffers; ``first`` flags a buffer that has
+    not been initialised yet (torch's ``momentum_buffer is None``).
+    """
+    lr, momentum, dampening, weight_decay = (_as_dtype(group[k], param.dtype) for k in keys)
+    g = -grad if group["maximize"] else grad
+    g = _select(weight_decay, lambda: g + weight_decay * param, g)
+    if buf is None:
+        return param - lr * g, None
+    new_buf = _select(
+        momentum, lambda: jnp.where(first, g, momentum * buf + (1 - dampening) * g), buf
+    )
+    if group["nesterov"]:
+        g = _select(momentum, lambda: g + momentum * new_buf, g)
+    else:
+        g = _select(momentum, lambda: new_buf, g)
+    return param - lr * g, new_buf
+
+
+def _from_checkpoint(value: Any) -> Any:
+    """A checkpoint value: a torch tensor (read without importing torch) becomes a JAX array."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        return jnp.array(value.detach().cpu().numpy(), copy=True)
+    return value
 
 
 def _copy_group(group: ParamGroup) -> ParamGroup:
@@ -54,8 +96,10 @@ class SGD(Optimizer):
         foreach, differentiable, fused: accepted for torch compatibility; recorded only.
 
     ``opt.step(model, grads)`` returns ``(new_model, new_opt)``. Momentum buffers exist for the
-    groups created with ``momentum != 0`` (or given one later, as a Python number, outside
-    ``jit``), and start with torch's first-step rule.
+    groups created with ``momentum != 0`` (or given one later, as a Python or NumPy number,
+    outside ``jit``), and start with torch's first-step rule. A group created with momentum 0
+    and given a *JAX array* momentum later keeps stepping without momentum: reading the array
+    would block on the device at every step.
     """
 
     hyperparameters = ("lr", "momentum", "dampening", "weight_decay")
@@ -118,10 +162,14 @@ class SGD(Optimizer):
 
     def _ensure_state(self) -> None:
         # A group built with momentum 0 and given a momentum later (torch allows it) needs
-        # buffers; only a Python number can be inspected without a device round trip.
+        # buffers; only a Python or NumPy number can be inspected without a device round trip.
         for gi, group in enumerate(self.param_groups):
             momentum = group["momentum"]
-            if gi not in self._initialized and isinstance(momentum, float) and momentum != 0:
+            if (
+                gi not in self._initialized
+                and isinstance(momentum, int | float | np.ndarray | np.generic)
+                and momentum != 0
+            ):
                 self._allocate(gi)
 
     def _state_leaves(self) -> list[Any]:
@@ -155,33 +203,25 @@ class SGD(Optimizer):
         momentum_buffers = dict(self._momentum)
         initialized = dict(self._initialized)
         for gi, group in enumerate(self.param_groups):
-            lr = group["lr"]
-            momentum = group["momentum"]
-            dampening = group["dampening"]
-            weight_decay = group["weight_decay"]
-            nesterov = group["nesterov"]
             has_buffers = gi in initialized
             stepped = np.zeros((len(group["params"]),), bool)
             for pi, handle in enumerate(group["params"]):
                 if handle.uid not in updates:
                     continue
                 param, grad = updates[handle.uid]
-                g = -grad if group["maximize"] else grad
-                g = _select(weight_decay, lambda g=g, p=param: g + weight_decay * p, g)
+                buf = first = None
                 if has_buffers:
                     buf = momentum_buffers[handle.uid]
                     first = ~initialized[gi][pi]
-                    new_buf = jnp.where(first, g, momentum * buf + (1 - dampening) * g)
-                    new_buf = _select(momentum, lambda b=new_buf: b, buf)
-                    momentum_buffers[handle.uid] = new_buf
-                    if nesterov:
-                        g = _select(momentum, lambda g=g, b=new_buf: g + momentum * b, g)
-                    else:
-                        g = _select(momentum, lambda b=new_buf: b, g)
                     stepped[pi] = True
-                new_values[handle.uid] = param - lr * g
+                new_values[handle.uid], new_buf = _single_tensor_sgd(
+                    param, grad, buf, first, group, self.hyperparameters
+                )
+                if has_buffers:
+                    momentum_buffers[handle.uid] = new_buf
             if has_buffers and stepped.any():
-                now = _select(momentum, lambda s=stepped: jnp.asarray(s), np.zeros_like(stepped))
+                momentum = group["momentum"]
+                now = _select(momentum, partial(jnp.asarray, stepped), np.zeros_like(stepped))
                 initialized[gi] = initialized[gi] | now
         new = object.__new__(SGD)
         new.__dict__.update(self.__dict__)
@@ -228,8 +268,7 @@ class SGD(Optimizer):
         if len(saved_groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
         if any(
-            len(g["params"]) != len(s["params"])
-            for g, s in zip(self.param_groups, saved_groups)
+            len(g["params"]) != len(s["params"]) for g, s in zip(self.param_groups, saved_groups)
         ):
             raise ValueError(
                 "loaded state dict contains a parameter group that doesn't match the size of "
@@ -245,7 +284,10 @@ class SGD(Optimizer):
             new_group = ParamGroup()
             for key, value in saved.items():
                 if key != "params":
-                    new_group[key] = value
+                    # A torch tensor option (a tensor lr) becomes a JAX array leaf.
+                    new_group[key] = _from_checkpoint(value)
+            for key, value in self.defaults.items():  # an older checkpoint lacks some keys
+                new_group.setdefault(key, value)
             new_group["params"] = group["params"]
             if "param_names" in group and "param_names" not in new_group:
                 new_group["param_names"] = group["param_names"]
@@ -257,16 +299,15 @@ class SGD(Optimizer):
                 raise ValueError(f"optimizer state names parameter {saved_id}, which no group has")
             gi, pi = where[saved_id]
             handle = self.param_groups[gi]["params"][pi]
-            value = entry["momentum_buffer"]
-            if hasattr(value, "detach"):  # a torch tensor, read without importing torch
-                value = value.detach().cpu().numpy()
-            array = np.asarray(value)
+            array = np.asarray(_from_checkpoint(entry["momentum_buffer"]))
             if array.shape != tuple(handle.shape):
                 raise ValueError(
                     f"momentum_buffer for parameter {saved_id} has shape {array.shape}, "
                     f"expected {tuple(handle.shape)}"
                 )
-            buffers[handle.uid] = jnp.asarray(array, dtype=handle.dtype)
+            # A copy: jnp.asarray(numpy, dtype=...) may alias the host buffer (a torch
+            # tensor's memory), which would then change under the caller's feet.
+            buffers[handle.uid] = jnp.array(array, dtype=handle.dtype, copy=True)
             flags.setdefault(gi, np.zeros((len(self.param_groups[gi]["params"]),), bool))
             flags[gi][pi] = True
         self.param_groups = new_groups
