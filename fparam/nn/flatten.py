@@ -34,13 +34,17 @@ class Unflatten(Module):
         super().__init__()
         if not isinstance(dim, int):
             raise TypeError(f"invalid argument dim: expected int, got {type(dim).__name__}")
-        if not isinstance(unflattened_size, (tuple, list)) or not all(
-            isinstance(s, int) for s in unflattened_size
-        ):
+        if not isinstance(unflattened_size, (tuple, list)):
             raise TypeError(
                 "unflattened_size must be a tuple of ints, but found type "
                 f"{type(unflattened_size).__name__}"
             )
+        for index, size in enumerate(unflattened_size):
+            if not isinstance(size, int):
+                raise TypeError(
+                    "unflattened_size must be tuple of ints, but found element of type "
+                    f"{type(size).__name__} at pos {index}"
+                )
         self.dim = dim
         self.unflattened_size = tuple(unflattened_size)
 

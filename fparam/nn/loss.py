@@ -7,6 +7,7 @@ class weights are registered as buffers (so they appear in ``state_dict()``), an
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
 
@@ -16,6 +17,17 @@ from fparam._module import Module
 from fparam.nn import functional as F
 
 __all__ = ["BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "L1Loss", "MSELoss", "NLLLoss"]
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` naming the first frame outside this file (the user's constructor call,
+    whichever class's ``__init__`` chain got here)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
@@ -31,7 +43,7 @@ def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
     warnings.warn(
         "size_average and reduce args will be deprecated, please use "
         f"reduction='{reduction}' instead.",
-        stacklevel=4,
+        stacklevel=_caller_stacklevel(),
     )
     return reduction
 

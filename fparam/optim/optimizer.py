@@ -10,7 +10,7 @@ identity).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import jax
@@ -21,7 +21,7 @@ from fparam._module import Module, Parameter, _typename, _unflatten
 __all__ = ["Optimizer"]
 
 
-def _as_leaf(value: Any, dtype: Any) -> Any:
+def _as_leaf(value: Any) -> Any:
     """A hyperparameter as a pytree leaf: a Python number becomes a strong ``dtype`` scalar.
 
     One leaf type whatever the user wrote (``0``, ``0.9``, a schedule's traced value, the
@@ -29,7 +29,7 @@ def _as_leaf(value: Any, dtype: Any) -> Any:
     the value as written, so ``repr`` and ``state_dict`` read as torch's.
     """
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return np.asarray(value, dtype)
+        return np.asarray(value, jax.dtypes.canonicalize_dtype(np.float64))
     return value
 
 
@@ -37,10 +37,93 @@ class ParamGroup(dict):
     """One torch parameter group: a dict with ``'params'`` (Parameter handles) and options.
 
     Float options listed in the optimizer's ``hyperparameters`` are pytree leaves; setting one
-    (``group['lr'] = 0.01``) changes the next step without recompiling.
+    (``group['lr'] = 0.01``) changes the next step without recompiling. Any change marks the
+    group ``dirty``, so the optimizer recomputes its cached pytree structure once.
     """
 
     params_key: _ParamsKey | None = None
+    dirty: bool = False
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.dirty = True
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.dirty = True
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self.dirty = True
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self.dirty = True
+        return super().setdefault(key, default)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.dirty = True
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, Any]:
+        self.dirty = True
+        return super().popitem()
+
+    def clear(self) -> None:
+        super().clear()
+        self.dirty = True
+
+    def copy_clean(self) -> ParamGroup:
+        """A copy for a new optimizer value, with the same cached identity and dirtiness."""
+        copy = ParamGroup(self)
+        copy.params_key = self.params_key
+        copy.dirty = self.dirty
+        return copy
+
+
+class _OptimizerLayout:
+    """An optimizer's pytree structure: hashed once, compared by identity first.
+
+    ``templates`` are the groups as dicts with every static option in torch's key order and
+    ``None`` where a hyperparameter leaf goes; unflattening copies them.
+    """
+
+    __slots__ = ("cache", "defaults", "extras", "hash", "key", "templates")
+
+    def __init__(self, cls: type, groups: list[ParamGroup], defaults: dict[str, Any], extras: Any):
+        hyper = cls.hyperparameters  # type: ignore[attr-defined]
+        statics = []
+        self.templates = []
+        for g in groups:
+            params_key = _ParamsKey.of(g)
+            items: list[tuple[str, Any]] = []
+            template: dict[str, Any] = {}
+            for k, v in g.items():
+                if k in hyper:
+                    items.append((k, None))
+                    template[k] = None
+                elif k == "params":
+                    items.append((k, params_key))
+                    template[k] = params_key.handles
+                else:
+                    items.append((k, tuple(v) if isinstance(v, list) else v))
+                    template[k] = v
+            statics.append(tuple(items))
+            self.templates.append((template, params_key))
+        self.defaults = {k: (None if k in hyper else v) for k, v in defaults.items()}
+        self.extras = extras
+        self.key = (cls, tuple(statics), tuple(self.defaults.items()), extras)
+        self.hash = hash(self.key)
+        self.cache: dict[str, Any] = {}  # derived data subclasses compute once per structure
+
+    def __hash__(self) -> int:
+        return self.hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (
+            isinstance(other, _OptimizerLayout)
+            and other.hash == self.hash
+            and other.key == self.key
+        )
 
 
 class _ParamsKey:
@@ -174,72 +257,73 @@ class Optimizer:
 
     # ---------------------------------------------------------------- pytree
 
-    def _state_leaves(self) -> list[Any]:
+    def _state_leaves(self, layout: _OptimizerLayout) -> list[Any]:
         return []
 
-    def _set_state_leaves(self, leaves: Iterator[Any]) -> None:
+    def _set_state_leaves(self, layout: _OptimizerLayout, leaves: list[Any]) -> None:
         pass
 
-    def _tree_flatten(self) -> tuple[list[Any], Any]:
+    def _before_flatten(self) -> None:
+        """A subclass's lazy state creation, run before the structure is read."""
+
+    def _layout(self) -> _OptimizerLayout:
+        """The pytree structure, recomputed only after a group or the group list changed."""
+        groups = self.param_groups
+        cached = self.__dict__.get("_fp_layout")
+        if cached is not None:
+            layout, ids = cached
+            if ids == tuple(map(id, groups)) and not any(
+                type(g) is not ParamGroup or g.dirty for g in groups
+            ):
+                return layout
+        for i, g in enumerate(groups):
+            if type(g) is not ParamGroup:  # a plain dict put there by hand
+                groups[i] = g = ParamGroup(g)
+            g.dirty = False
+        layout = _OptimizerLayout(type(self), groups, self.defaults, self._static_extras())
+        self._remember_layout(layout)
+        return layout
+
+    def _remember_layout(self, layout: _OptimizerLayout) -> None:
+        self._fp_layout = (layout, tuple(map(id, self.param_groups)))
+
+    def _tree_flatten(self) -> tuple[list[Any], _OptimizerLayout]:
+        self._before_flatten()
+        layout = self._layout()
         hyper = self.hyperparameters
-        dtype = jax.dtypes.canonicalize_dtype(np.float64)
         # The defaults' hyperparameters are leaves too: two optimizers that differ only in
         # their lr share compiled code.
-        leaves = [_as_leaf(self.defaults[k], dtype) for k in hyper]
-        leaves.extend(_as_leaf(g[k], dtype) for g in self.param_groups for k in hyper)
-        leaves.extend(self._state_leaves())
-        # Every key in the group's order; a hyperparameter's value is its leaf (None here).
-        groups = tuple(
-            tuple(
-                (
-                    k,
-                    None
-                    if k in hyper
-                    else _ParamsKey.of(g)
-                    if k == "params"
-                    else tuple(v)
-                    if isinstance(v, list)
-                    else v,
-                )
-                for k, v in g.items()
-            )
-            for g in self.param_groups
-        )
-        defaults = tuple((k, None if k in hyper else v) for k, v in self.defaults.items())
-        aux = (groups, defaults, self._static_extras())
-        return leaves, aux
+        defaults = self.defaults
+        leaves = [_as_leaf(defaults[k]) for k in hyper]
+        for g in self.param_groups:
+            leaves.extend([_as_leaf(g[k]) for k in hyper])
+        leaves.extend(self._state_leaves(layout))
+        return leaves, layout
 
     def _static_extras(self) -> Any:
         """Hashable structure a subclass adds to the pytree's auxiliary data."""
         return None
 
     @classmethod
-    def _tree_unflatten(cls, aux: Any, leaves: Iterable[Any]) -> Optimizer:
-        groups, defaults, extras = aux
+    def _tree_unflatten(cls, layout: _OptimizerLayout, leaves: Iterable[Any]) -> Optimizer:
         opt = object.__new__(cls)
-        it = iter(leaves)
-        hyper_defaults = {key: next(it) for key in cls.hyperparameters}
-        opt.defaults = {k: hyper_defaults.get(k, v) for k, v in defaults}
-        opt.param_groups = []
-        for static in groups:
-            group = ParamGroup()
-            hyper = {key: next(it) for key in cls.hyperparameters}
-            for key, value in static:
-                if key in hyper:
-                    value = hyper[key]
-                elif key == "params":
-                    group.params_key = value
-                    value = value.handles
-                elif key == "param_names":
-                    value = list(value)
-                dict.__setitem__(group, key, value)
-            opt.param_groups.append(group)
-        opt._restore_static_extras(extras)
-        opt._set_state_leaves(it)
+        leaves = list(leaves)
+        hyper = cls.hyperparameters
+        n = len(hyper)
+        opt.defaults = dict(layout.defaults)
+        dict.update(opt.defaults, zip(hyper, leaves[:n]))
+        groups = []
+        start = n
+        for template, params_key in layout.templates:
+            group = ParamGroup(template)
+            dict.update(group, zip(hyper, leaves[start : start + n]))
+            group.params_key = params_key
+            groups.append(group)
+            start += n
+        opt.param_groups = groups
+        opt._set_state_leaves(layout, leaves[start:])
+        opt._remember_layout(layout)
         return opt
-
-    def _restore_static_extras(self, extras: Any) -> None:
-        pass
 
     # ---------------------------------------------------------------- stepping
 

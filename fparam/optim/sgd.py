@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -67,12 +67,6 @@ def _from_checkpoint(value: Any) -> Any:
     if hasattr(value, "detach") and hasattr(value, "numpy"):
         return jnp.array(value.detach().cpu().numpy(), copy=True)
     return value
-
-
-def _copy_group(group: ParamGroup) -> ParamGroup:
-    copy = ParamGroup(group)
-    copy.params_key = group.params_key
-    return copy
 
 
 class SGD(Optimizer):
@@ -155,6 +149,7 @@ class SGD(Optimizer):
             self._allocate(len(self.param_groups) - 1)
 
     def _allocate(self, group_index: int) -> None:
+        self.__dict__.pop("_fp_layout", None)  # the set of momentum groups is structure
         params = self.param_groups[group_index]["params"]
         for p in params:
             self._momentum[p.uid] = jnp.zeros(p.shape, p.dtype)
@@ -172,26 +167,32 @@ class SGD(Optimizer):
             ):
                 self._allocate(gi)
 
-    def _state_leaves(self) -> list[Any]:
+    def _before_flatten(self) -> None:
         self._ensure_state()
-        leaves: list[Any] = [self._initialized[gi] for gi in sorted(self._initialized)]
-        for gi in sorted(self._initialized):
-            leaves.extend(self._momentum[p.uid] for p in self.param_groups[gi]["params"])
+
+    def _buffer_uids(self, layout: Any) -> list[int]:
+        """The uids of the momentum buffers, in leaf order (computed once per structure)."""
+        uids = layout.cache.get("buffer_uids")
+        if uids is None:
+            uids = layout.cache["buffer_uids"] = [
+                p.uid for gi in layout.extras for p in layout.templates[gi][1].handles
+            ]
+        return uids
+
+    def _state_leaves(self, layout: Any) -> list[Any]:
+        initialized = self._initialized
+        momentum = self._momentum
+        leaves: list[Any] = [initialized[gi] for gi in layout.extras]
+        leaves.extend([momentum[uid] for uid in self._buffer_uids(layout)])
         return leaves
 
     def _static_extras(self) -> Any:
         return tuple(sorted(self._initialized))
 
-    def _restore_static_extras(self, extras: Any) -> None:
-        self._momentum_groups = extras
-
-    def _set_state_leaves(self, leaves: Iterator[Any]) -> None:
-        groups = self._momentum_groups
-        del self._momentum_groups
-        self._initialized = {gi: next(leaves) for gi in groups}
-        self._momentum = {
-            p.uid: next(leaves) for gi in groups for p in self.param_groups[gi]["params"]
-        }
+    def _set_state_leaves(self, layout: Any, leaves: list[Any]) -> None:
+        groups = layout.extras
+        self._initialized = dict(zip(groups, leaves[: len(groups)]))
+        self._momentum = dict(zip(self._buffer_uids(layout), leaves[len(groups) :]))
 
     # ---------------------------------------------------------------- the update
 
@@ -223,11 +224,13 @@ class SGD(Optimizer):
                 momentum = group["momentum"]
                 now = _select(momentum, partial(jnp.asarray, stepped), np.zeros_like(stepped))
                 initialized[gi] = initialized[gi] | now
+        layout = self._layout()
         new = object.__new__(SGD)
         new.__dict__.update(self.__dict__)
-        new.param_groups = [_copy_group(g) for g in self.param_groups]
+        new.param_groups = [g.copy_clean() for g in self.param_groups]
         new._momentum = momentum_buffers
         new._initialized = initialized
+        new._remember_layout(layout)
         return new, new_values
 
     # ---------------------------------------------------------------- torch's state_dict
