@@ -23,6 +23,7 @@ Every initializer keeps torch's name and positional arguments, and adds a keywor
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any
@@ -253,6 +254,47 @@ def ones_(tensor: ArrayOrShape, *, dtype: DTypeLike | None = None) -> jax.Array:
 
 
 # --------------------------------------------------------------------------------------------
+# Sampling: one compiled RNG kernel per size bucket, not per shape
+
+_MIN_BUCKET = 16
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _draw_bucket(key: jax.Array, kind: str, size: int, dtype: Any) -> jax.Array:
+    if kind == "uniform":
+        return jax.random.uniform(key, (size,), dtype)
+    return jax.random.normal(key, (size,), dtype)
+
+
+def _standard(kind: str, key: jax.Array | None, shape: tuple[int, ...], dtype: Any) -> Any:
+    """``U[0, 1)`` or ``N(0, 1)`` draws of ``shape``: the first elements of a power-of-two draw.
+
+    Drawing a bucket of the next power-of-two size and keeping its prefix compiles JAX's RNG
+    once per bucket instead of once per shape, so building layers of new shapes costs
+    microseconds rather than a compilation each (torch users expect construction to be
+    instant). Outside a trace the prefix is cut and reshaped on the host (no compilation at
+    all); under a trace (e.g. ``jax.vmap`` over keys) the same draw is sliced with ``jnp``, so
+    a key gives the same values either way.
+    """
+    key = resolve_key(key)
+    n = math.prod(shape)
+    size = max(_MIN_BUCKET, 1 << max(0, (n - 1).bit_length()))
+    flat = _draw_bucket(key, kind, size, np.dtype(dtype))
+    if isinstance(flat, jax.core.Tracer):
+        return flat[:n].reshape(shape)
+    return np.asarray(flat)[:n].reshape(shape)
+
+
+def _scaled(sample: Any, scale: float, shift: float, dtype: Any) -> jax.Array:
+    """``shift + scale * sample`` in ``dtype``, computed where the sample lives."""
+    if isinstance(sample, np.ndarray):
+        dt = np.dtype(dtype)
+        out = np.asarray(shift, dt) + np.asarray(scale, dt) * sample
+        return jnp.asarray(out.astype(dt, copy=False))
+    return (shift + scale * sample).astype(dtype)
+
+
+# --------------------------------------------------------------------------------------------
 # Random initializers
 
 
@@ -278,7 +320,7 @@ def uniform_(
     A new array with values in ``[a, b)``.
     """
     shape, dt = _float_dtype("uniform_", tensor, dtype)
-    return jax.random.uniform(resolve_key(key), shape, dt, minval=a, maxval=b)
+    return _scaled(_standard("uniform", key, shape, dt), b - a, a, dt)
 
 
 def normal_(
@@ -303,7 +345,7 @@ def normal_(
     A new array.
     """
     shape, dt = _float_dtype("normal_", tensor, dtype)
-    return mean + std * jax.random.normal(resolve_key(key), shape, dt)
+    return _scaled(_standard("normal", key, shape, dt), std, mean, dt)
 
 
 def trunc_normal_(
@@ -367,7 +409,7 @@ def xavier_uniform_(
     std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
     bound = math.sqrt(3.0) * std
     shape, dt = _float_dtype("xavier_uniform_", tensor, dtype)
-    return jax.random.uniform(resolve_key(key), shape, dt, minval=-bound, maxval=bound)
+    return _scaled(_standard("uniform", key, shape, dt), 2 * bound, -bound, dt)
 
 
 def xavier_normal_(
@@ -393,7 +435,7 @@ def xavier_normal_(
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
     shape, dt = _float_dtype("xavier_normal_", tensor, dtype)
-    return std * jax.random.normal(resolve_key(key), shape, dt)
+    return _scaled(_standard("normal", key, shape, dt), std, 0.0, dt)
 
 
 def _kaiming_std(tensor: ArrayOrShape, a: float, mode: str, nonlinearity: str) -> float:
@@ -435,7 +477,7 @@ def kaiming_uniform_(
         warnings.warn(_ZERO_ELEMENTS, UserWarning, stacklevel=2)
         return _unchanged(tensor, shape, dt)
     bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)
-    return jax.random.uniform(resolve_key(key), shape, dt, minval=-bound, maxval=bound)
+    return _scaled(_standard("uniform", key, shape, dt), 2 * bound, -bound, dt)
 
 
 def kaiming_normal_(
@@ -467,7 +509,7 @@ def kaiming_normal_(
         warnings.warn(_ZERO_ELEMENTS, UserWarning, stacklevel=2)
         return _unchanged(tensor, shape, dt)
     std = _kaiming_std(tensor, a, mode, nonlinearity)
-    return std * jax.random.normal(resolve_key(key), shape, dt)
+    return _scaled(_standard("normal", key, shape, dt), std, 0.0, dt)
 
 
 def orthogonal_(

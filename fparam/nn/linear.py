@@ -59,21 +59,34 @@ class Linear(Module):
         self.in_features = in_features
         self.out_features = out_features
         dtype = jnp.float32 if dtype is None else dtype
-        self.weight = Parameter(_place(jnp.zeros((out_features, in_features), dtype), device))
+        shapes = {"weight": (out_features, in_features)}
         if bias:
-            self.bias = Parameter(_place(jnp.zeros((out_features,), dtype), device))
+            shapes["bias"] = (out_features,)
+        values = self._initial_values(key, shapes, dtype)
+        self.weight = Parameter(_place(values["weight"], device))
+        if bias:
+            self.bias = Parameter(_place(values["bias"], device))
         else:
             self.register_parameter("bias", None)
-        self.reset_parameters(key=key)
+
+    def _initial_values(
+        self, key: jax.Array | None, shapes: dict[str, tuple[int, ...]], dtype: Any
+    ) -> dict[str, jax.Array]:
+        weight_key, bias_key = jax.random.split(resolve_key(key))
+        spec = jax.ShapeDtypeStruct(shapes["weight"], dtype)
+        values = {"weight": init.kaiming_uniform_(spec, a=math.sqrt(5), key=weight_key)}
+        if "bias" in shapes:
+            bound = init.default_uniform_bound(self.in_features)
+            bias_spec = jax.ShapeDtypeStruct(shapes["bias"], dtype)
+            values["bias"] = init.uniform_(bias_spec, -bound, bound, key=bias_key)
+        return values
 
     def reset_parameters(self, key: jax.Array | None = None) -> None:
         """Draw torch's default initial values again (in place; parameters keep identity)."""
-        weight_key, bias_key = jax.random.split(resolve_key(key))
-        values = {"weight": init.kaiming_uniform_(self.weight, a=math.sqrt(5), key=weight_key)}
+        shapes = {"weight": self.weight.shape}
         if self.bias is not None:
-            bound = init.default_uniform_bound(self.in_features)
-            values["bias"] = init.uniform_(self.bias, -bound, bound, key=bias_key)
-        self._set_values(**values)
+            shapes["bias"] = self.bias.shape
+        self._set_values(**self._initial_values(key, shapes, self.weight.dtype))
 
     def forward(self, input: jax.Array) -> jax.Array:
         return F.linear(input, self.weight, self.bias)
