@@ -9,7 +9,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from fparam._module import Module
+from fparam._module import Module, Parameter
+from fparam.serialization import _torch_to_numpy
 
 __all__ = ["from_torch"]
 
@@ -38,7 +39,7 @@ def _conv_transpose_kwargs(m: Any) -> dict[str, Any]:
 
 def _weight(m: Any, name: str = "weight") -> Any:
     value = getattr(m, name, None)
-    return None if value is None else value.detach().cpu().numpy()
+    return None if value is None else _torch_to_numpy(value)
 
 
 # torch class name -> how to build the fparam module from the torch one (children excluded).
@@ -104,6 +105,16 @@ def _unsupported(module: Any) -> list[str]:
     return sorted(names)
 
 
+def _shared(module: Any) -> list[str]:
+    """The paths under which one torch module or parameter object appears more than once."""
+    paths: dict[int, list[str]] = {}
+    for name, sub in module.named_modules(remove_duplicate=False):
+        paths.setdefault(id(sub), []).append(name or "<root>")
+    for name, param in module.named_parameters(remove_duplicate=False):
+        paths.setdefault(id(param), []).append(name)
+    return [" = ".join(group) for group in paths.values() if len(group) > 1]
+
+
 def _convert(nn: Any, m: Any) -> Module:
     name = type(m).__name__
     if name == "Sequential":
@@ -113,7 +124,7 @@ def _convert(nn: Any, m: Any) -> Module:
     if name == "ModuleDict":
         return nn.ModuleDict(OrderedDict((k, _convert(nn, c)) for k, c in m.items()))
     if name in ("ParameterList", "ParameterDict"):
-        values = [(k, p.detach().cpu().numpy()) for k, p in m.named_parameters(recurse=False)]
+        values = [(k, _torch_to_numpy(p)) for k, p in m.named_parameters(recurse=False)]
         if name == "ParameterList":
             return nn.ParameterList([v for _, v in values])
         return nn.ParameterDict(OrderedDict(values))
@@ -136,6 +147,8 @@ def from_torch(module: Any) -> Module:
     Raises:
         TypeError: ``module`` is not a torch module, or contains classes fparam cannot build
             (custom subclasses with their own ``forward`` among them); the message lists them all.
+        ValueError: ``module`` uses one module or parameter object in two places (tied
+            weights), which an fparam model cannot hold.
     """
     import torch
 
@@ -149,9 +162,22 @@ def from_torch(module: Any) -> Module:
             "from_torch cannot build these classes, which fparam does not have (define the "
             "model with fparam.nn and load the torch state_dict instead): " + ", ".join(missing)
         )
+    shared = _shared(module)
+    if shared:
+        raise ValueError(
+            "from_torch cannot copy shared (tied) modules or parameters: an fparam model holds "
+            "each in one place only (call a module twice in forward instead): "
+            + "; ".join(shared)
+        )
     twin = _convert(nn, module)
-    state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
-    twin.load_state_dict(state, assign=True)
+    twin.load_state_dict(
+        {k: _torch_to_numpy(v) for k, v in module.state_dict().items()}, assign=True
+    )
+    for name, param in module.named_parameters():
+        if not param.requires_grad:  # a frozen torch parameter stays frozen
+            owner_name, _, leaf = name.rpartition(".")
+            owner = twin.get_submodule(owner_name)
+            owner.register_parameter(leaf, Parameter(getattr(owner, leaf), requires_grad=False))
     for (_, sub), (_, twin_sub) in zip(module.named_modules(), twin.named_modules()):
         if sub.training != twin_sub.training:
             twin_sub._set_static("training", sub.training)

@@ -8,14 +8,15 @@ way. Nested state (an optimizer's ``state_dict()``: ``{'state': {0: {...}}, 'par
 is kept as JSON in the file's metadata, so ``load`` rebuilds the same structure.
 
 Writing is atomic: the file is written beside its destination, flushed to disk and renamed
-over it, so a crash never leaves a half-written checkpoint under the real name.
+over it, so a crash never leaves a half-written checkpoint under the real name. The file gets
+the permissions a plain ``open(path, "wb")`` would give it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["load", "save"]
+__all__ = ["CheckpointError", "load", "save"]
 
 _STRUCTURE_KEY = "fparam.structure"
 _ORDER_KEY = "fparam.order"
@@ -54,12 +55,24 @@ def _is_tensor(value: Any) -> bool:
     )
 
 
+def _torch_to_numpy(tensor: Any) -> np.ndarray:
+    """A torch tensor's values as NumPy, bfloat16 included (``Tensor.numpy()`` refuses it)."""
+    tensor = tensor.detach().cpu()
+    if str(tensor.dtype) == "torch.bfloat16":
+        import torch  # already imported: ``tensor`` is a torch tensor
+
+        return tensor.view(torch.int16).numpy().view(jnp.bfloat16)
+    return tensor.numpy()
+
+
 def _to_numpy(value: Any, key: str, path: Path) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor, read without importing torch
-        value = value.detach().cpu().numpy()
+        value = _torch_to_numpy(value)
     if isinstance(value, jax.core.Tracer):
         raise CheckpointError(f"{path}: cannot save '{key}': it is a traced value (inside jit)")
-    array = np.ascontiguousarray(np.asarray(value))
+    array = np.asarray(value)
+    if not array.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array 1-d)
+        array = np.ascontiguousarray(array)
     if array.dtype == object:
         raise CheckpointError(f"{path}: cannot save '{key}': dtype object is not an array")
     return array
@@ -130,9 +143,11 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
 
     from safetensors.numpy import save as serialize
 
-    data = serialize(tensors, metadata=metadata)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        data = serialize(tensors, metadata=metadata)
+    except Exception as error:  # e.g. a dtype safetensors has no code for (strings)
+        raise CheckpointError(f"{path}: cannot save: {error}") from error
+    fd, tmp_name = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -142,6 +157,36 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new empty file beside ``path``: ``(descriptor, name)``.
+
+    Created with mode 0o666 less the umask, as ``open`` creates files (``tempfile.mkstemp``
+    would make the checkpoint readable by its owner only).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        name = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:  # pragma: no cover - a 64-bit random name collided
+            continue
+
+
+def _to_jax(array: np.ndarray, key: str, path: Path) -> jax.Array:
+    """``jnp.asarray``, refusing the silent wrap-around of 64-bit integers JAX cannot hold."""
+    result = jnp.asarray(array)
+    if (
+        result.dtype != array.dtype
+        and array.dtype.kind in "iu"
+        and not np.array_equal(np.asarray(result), array)
+    ):
+        raise CheckpointError(
+            f"{path}: '{key}' holds {array.dtype} values that do not fit {result.dtype}; "
+            'enable 64-bit types (jax.config.update("jax_enable_x64", True)) to load it'
+        )
+    return result
 
 
 def _rebuild(skeleton: Any, tensors: Mapping[str, Any], path: Path) -> Any:
@@ -199,7 +244,7 @@ def load(path: str | os.PathLike[str]) -> Any:
             raise CheckpointError(f"{path}: corrupt key-order metadata ({error})") from error
         if sorted(saved_order) == sorted(keys):
             order = saved_order
-    tensors = OrderedDict((key, jnp.asarray(arrays[key])) for key in order)
+    tensors = OrderedDict((key, _to_jax(arrays[key], key, path)) for key in order)
     structure = metadata.get(_STRUCTURE_KEY)
     if structure is None:
         return tensors
@@ -207,4 +252,9 @@ def load(path: str | os.PathLike[str]) -> Any:
         skeleton = json.loads(structure)
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: corrupt structure metadata ({error})") from error
-    return _rebuild(skeleton, tensors, path)
+    try:
+        return _rebuild(skeleton, tensors, path)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError) as error:  # a malformed skeleton (unpacking, hashing)
+        raise CheckpointError(f"{path}: corrupt structure metadata ({error})") from error

@@ -14,6 +14,14 @@ from fparam.nn.activation import (
     Tanh,
 )
 from fparam.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
+from fparam.nn.conv import (
+    Conv1d,
+    Conv2d,
+    Conv3d,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+)
 from fparam.nn.flatten import Flatten, Unflatten
 from fparam.nn.linear import Identity, Linear
 from fparam.nn.loss import (
@@ -31,6 +39,12 @@ __all__ = [
     "BCELoss",
     "BCEWithLogitsLoss",
     "Buffer",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
     "CrossEntropyLoss",
     "Flatten",
     "Identity",

@@ -59,7 +59,7 @@ class Linear(Module):
         self.in_features = in_features
         self.out_features = out_features
         dtype = jnp.float32 if dtype is None else dtype
-        shapes = {"weight": (out_features, in_features)}
+        shapes: dict[str, tuple[int, ...]] = {"weight": (out_features, in_features)}
         if bias:
             shapes["bias"] = (out_features,)
         values = self._initial_values(key, shapes, dtype)
@@ -83,7 +83,7 @@ class Linear(Module):
 
     def reset_parameters(self, key: jax.Array | None = None) -> None:
         """Draw torch's default initial values again (in place; parameters keep identity)."""
-        shapes = {"weight": self.weight.shape}
+        shapes: dict[str, tuple[int, ...]] = {"weight": self.weight.shape}
         if self.bias is not None:
             shapes["bias"] = self.bias.shape
         self._set_values(**self._initial_values(key, shapes, self.weight.dtype))
