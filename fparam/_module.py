@@ -89,6 +89,20 @@ def _typename(value: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _torch_to_numpy(tensor: Any) -> np.ndarray:
+    """A torch tensor's values as NumPy, bfloat16 included (``Tensor.numpy()`` refuses it).
+
+    Reached only with a torch tensor in hand, so torch is already imported; fparam never
+    imports it on its own.
+    """
+    tensor = tensor.detach().cpu()
+    if str(tensor.dtype) == "torch.bfloat16":
+        import torch
+
+        return tensor.view(torch.int16).numpy().view(jnp.bfloat16)
+    return tensor.numpy()
+
+
 def _to_jax(data: Any, what: str) -> jax.Array:
     if isinstance(data, jax.Array):  # tracers included: kept as they are
         return data
@@ -98,7 +112,7 @@ def _to_jax(data: Any, what: str) -> jax.Array:
         return jnp.asarray(data)
     if hasattr(data, "__array__"):
         if hasattr(data, "detach"):  # a torch tensor: read it without importing torch
-            data = data.detach().cpu()
+            data = _torch_to_numpy(data)
         return jnp.asarray(np.asarray(data))
     raise TypeError(f"{what} expects an array (jax.Array, numpy array), got {_typename(data)}")
 
@@ -1266,6 +1280,6 @@ def _checkpoint_array(value: Any) -> Any:
         return value
     if hasattr(value, "__array__") and hasattr(value, "shape"):
         if hasattr(value, "detach"):  # a torch tensor, read without importing torch
-            value = value.detach().cpu()
+            return _torch_to_numpy(value)
         return np.asarray(value)
     return None

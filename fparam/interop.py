@@ -166,8 +166,7 @@ def from_torch(module: Any) -> Module:
     if shared:
         raise ValueError(
             "from_torch cannot copy shared (tied) modules or parameters: an fparam model holds "
-            "each in one place only (call a module twice in forward instead): "
-            + "; ".join(shared)
+            "each in one place only (call a module twice in forward instead): " + "; ".join(shared)
         )
     twin = _convert(nn, module)
     twin.load_state_dict(

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fparam._module import _torch_to_numpy
+
 __all__ = ["CheckpointError", "load", "save"]
 
 _STRUCTURE_KEY = "fparam.structure"
@@ -53,16 +55,6 @@ def _is_tensor(value: Any) -> bool:
     return isinstance(value, (jax.Array, np.ndarray)) or (
         hasattr(value, "detach") and hasattr(value, "shape")
     )
-
-
-def _torch_to_numpy(tensor: Any) -> np.ndarray:
-    """A torch tensor's values as NumPy, bfloat16 included (``Tensor.numpy()`` refuses it)."""
-    tensor = tensor.detach().cpu()
-    if str(tensor.dtype) == "torch.bfloat16":
-        import torch  # already imported: ``tensor`` is a torch tensor
-
-        return tensor.view(torch.int16).numpy().view(jnp.bfloat16)
-    return tensor.numpy()
 
 
 def _to_numpy(value: Any, key: str, path: Path) -> np.ndarray:
@@ -141,11 +133,12 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
         skeleton = _split(obj, "", tensors, path)
         metadata[_STRUCTURE_KEY] = json.dumps(skeleton)
 
+    from safetensors import SafetensorError
     from safetensors.numpy import save as serialize
 
     try:
         data = serialize(tensors, metadata=metadata)
-    except Exception as error:  # e.g. a dtype safetensors has no code for (strings)
+    except SafetensorError as error:  # e.g. a dtype safetensors has no code for (strings)
         raise CheckpointError(f"{path}: cannot save: {error}") from error
     fd, tmp_name = _create_temp(path)
     try:
@@ -157,6 +150,21 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory if str(directory) else ".", os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:
