@@ -40,9 +40,7 @@ SHARED_MODULE = (
     "in forward()."
 )
 
-NOT_IN_TREE = (
-    "{what} is not part of this model: {detail}"
-)
+NOT_IN_TREE = "{what} is not part of this model: {detail}"
 
 LOAD_NOT_ARRAY = (
     'While copying the parameter named "{key}", expected an array or array-like object from '
