@@ -33,85 +33,206 @@ def _as_leaf(value: Any) -> Any:
     return value
 
 
+class _Lazy:
+    """The placeholder of a packed hyperparameter not read yet (see ``ParamGroup``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<packed>"
+
+
+_LAZY = _Lazy()
+
+
+def _read_packed(packed: Any, slots: dict[str, int]) -> dict[str, Any]:
+    """The values of ``slots`` in the packed hyperparameter vector.
+
+    Inside a trace each is an index of the traced vector; outside, one device-to-host copy
+    and Python numbers that print as the user wrote them (the shortest decimal).
+    """
+    if isinstance(packed, jax.core.Tracer):
+        return {k: packed[i] for k, i in slots.items()}
+    host = np.asarray(packed)
+    return {k: float(str(host[i])) for k, i in slots.items()}
+
+
 class ParamGroup(dict):
     """One torch parameter group: a dict with ``'params'`` (Parameter handles) and options.
 
     Float options listed in the optimizer's ``hyperparameters`` are pytree leaves; setting one
     (``group['lr'] = 0.01``) changes the next step without recompiling. Any change marks the
     group ``dirty``, so the optimizer recomputes its cached pytree structure once.
+
+    Most hyperparameters travel packed in one vector leaf; a group rebuilt from the pytree
+    reads them from that vector on first access (``lazy``), all at once.
     """
 
     params_key: _ParamsKey | None = None
     dirty: bool = False
+    lazy: tuple[Any, dict[str, int]] | None = None
+
+    def _fill(self) -> None:
+        lazy = self.lazy
+        if lazy is not None:
+            self.lazy = None
+            dict.update(self, _read_packed(*lazy))
+
+    def __getitem__(self, key: str) -> Any:
+        value = dict.__getitem__(self, key)
+        if value is _LAZY:
+            self._fill()
+            value = dict.__getitem__(self, key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._fill()
+        return super().get(key, default)
+
+    def values(self) -> Any:
+        self._fill()
+        return super().values()
+
+    def items(self) -> Any:
+        self._fill()
+        return super().items()
+
+    def __eq__(self, other: object) -> bool:
+        self._fill()
+        if isinstance(other, ParamGroup):
+            other._fill()
+        return super().__eq__(other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._fill()
+        return super().__repr__()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        self._fill()
+        return super().__reduce_ex__(protocol)
+
+    def copy(self) -> dict[str, Any]:  # type: ignore[override]
+        self._fill()
+        return dict(self)
 
     def __setitem__(self, key: str, value: Any) -> None:
+        self._fill()
         super().__setitem__(key, value)
         self.dirty = True
 
     def __delitem__(self, key: str) -> None:
+        self._fill()
         super().__delitem__(key)
         self.dirty = True
 
     def update(self, *args: Any, **kwargs: Any) -> None:
+        self._fill()
         super().update(*args, **kwargs)
         self.dirty = True
 
     def setdefault(self, key: str, default: Any = None) -> Any:
+        self._fill()
         self.dirty = True
         return super().setdefault(key, default)
 
     def pop(self, key: str, *default: Any) -> Any:
+        self._fill()
         self.dirty = True
         return super().pop(key, *default)
 
     def popitem(self) -> tuple[str, Any]:
+        self._fill()
         self.dirty = True
         return super().popitem()
 
     def clear(self) -> None:
+        self.lazy = None
         super().clear()
         self.dirty = True
 
     def copy_clean(self) -> ParamGroup:
         """A copy for a new optimizer value, with the same cached identity and dirtiness."""
-        copy = ParamGroup(self)
+        copy = ParamGroup(self)  # placeholders included: the copy reads the same vector
         copy.params_key = self.params_key
         copy.dirty = self.dirty
+        copy.lazy = self.lazy
         return copy
 
 
 class _OptimizerLayout:
     """An optimizer's pytree structure: hashed once, compared by identity first.
 
-    ``templates`` are the groups as dicts with every static option in torch's key order and
-    ``None`` where a hyperparameter leaf goes; unflattening copies them.
+    The leaves are: one vector packing the hyperparameters (the defaults', then each group's,
+    except the ``scalar_hyperparameters``), each group's scalar hyperparameters, then the
+    subclass's state. ``templates`` are the groups as dicts with every static option in torch's
+    key order, a placeholder where a packed value goes and ``None`` where a scalar leaf goes;
+    unflattening copies them. ``slots`` say where each packed value is in the vector.
     """
 
-    __slots__ = ("cache", "defaults", "extras", "hash", "key", "templates")
+    __slots__ = (
+        "cache",
+        "default_slots",
+        "defaults",
+        "extras",
+        "hash",
+        "key",
+        "n_packed",
+        "scalars",
+        "templates",
+    )
 
     def __init__(self, cls: type, groups: list[ParamGroup], defaults: dict[str, Any], extras: Any):
         hyper = cls.hyperparameters  # type: ignore[attr-defined]
+        scalars = cls.scalar_hyperparameters  # type: ignore[attr-defined]
         statics = []
         self.templates = []
+        self.scalars = scalars
+        position = 0
+        self.defaults = {}
+        self.default_slots = {}
+        for k in defaults:
+            if k in hyper:
+                self.defaults[k] = _LAZY
+                self.default_slots[k] = position
+                position += 1
+            else:
+                self.defaults[k] = dict.__getitem__(defaults, k)
         for g in groups:
             params_key = _ParamsKey.of(g)
             items: list[tuple[str, Any]] = []
             template: dict[str, Any] = {}
-            for k, v in g.items():
+            slots: dict[str, int] = {}
+            for k in g:
                 if k in hyper:
                     items.append((k, None))
-                    template[k] = None
+                    if k in scalars:
+                        template[k] = None
+                    else:
+                        template[k] = _LAZY
+                        slots[k] = position
+                        position += 1
                 elif k == "params":
                     items.append((k, params_key))
                     template[k] = params_key.handles
                 else:
+                    v = dict.__getitem__(g, k)
                     items.append((k, tuple(v) if isinstance(v, list) else v))
                     template[k] = v
             statics.append(tuple(items))
-            self.templates.append((template, params_key))
-        self.defaults = {k: (None if k in hyper else v) for k, v in defaults.items()}
+            self.templates.append((template, params_key, slots))
+        self.n_packed = position
         self.extras = extras
-        self.key = (cls, tuple(statics), tuple(self.defaults.items()), extras)
+        self.key = (
+            cls,
+            tuple(statics),
+            tuple((k, None if v is _LAZY else v) for k, v in self.defaults.items()),
+            extras,
+        )
         self.hash = hash(self.key)
         self.cache: dict[str, Any] = {}  # derived data subclasses compute once per structure
 
@@ -159,9 +280,12 @@ class Optimizer:
     """
 
     hyperparameters: ClassVar[tuple[str, ...]] = ()
+    # The hyperparameters that are each a scalar leaf per group; the others (and all of the
+    # defaults') are packed in one vector leaf, which a jitted step returns as one output.
+    scalar_hyperparameters: ClassVar[tuple[str, ...]] = ()
     static_options: ClassVar[tuple[str, ...]] = ()
 
-    defaults: dict[str, Any]
+    defaults: ParamGroup
     param_groups: list[ParamGroup]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -174,7 +298,7 @@ class Optimizer:
                 "params argument given to the optimizer should be an iterable of Parameters "
                 f"or dicts, but got {_typename(params)}"
             )
-        self.defaults = dict(defaults)
+        self.defaults = ParamGroup(defaults)
         self.param_groups = []
         groups = list(params)
         if not groups:
@@ -269,34 +393,59 @@ class Optimizer:
     def _layout(self) -> _OptimizerLayout:
         """The pytree structure, recomputed only after a group or the group list changed."""
         groups = self.param_groups
+        defaults = self.defaults
         cached = self.__dict__.get("_fp_layout")
-        if cached is not None:
+        if cached is not None and type(defaults) is ParamGroup and not defaults.dirty:
             layout, ids = cached
-            if ids == tuple(map(id, groups)) and not any(
-                type(g) is not ParamGroup or g.dirty for g in groups
-            ):
-                return layout
+            if ids == tuple(map(id, groups)):
+                for g in groups:
+                    if type(g) is not ParamGroup or g.dirty:
+                        break
+                else:
+                    return layout
+        self.__dict__.pop("_fp_packed", None)  # a value changed: pack again
         for i, g in enumerate(groups):
             if type(g) is not ParamGroup:  # a plain dict put there by hand
                 groups[i] = g = ParamGroup(g)
             g.dirty = False
-        layout = _OptimizerLayout(type(self), groups, self.defaults, self._static_extras())
+        if type(defaults) is not ParamGroup:
+            self.defaults = defaults = ParamGroup(defaults)
+        defaults.dirty = False
+        layout = _OptimizerLayout(type(self), groups, defaults, self._static_extras())
         self._remember_layout(layout)
         return layout
 
     def _remember_layout(self, layout: _OptimizerLayout) -> None:
         self._fp_layout = (layout, tuple(map(id, self.param_groups)))
 
+    def _pack(self, layout: _OptimizerLayout) -> Any:
+        """The packed hyperparameter vector, kept on the optimizer until a value changes."""
+        packed = self.__dict__.get("_fp_packed")
+        if packed is not None:
+            return packed
+        values = [self.defaults[k] for k in layout.default_slots]
+        for g, (_, _, slots) in zip(self.param_groups, layout.templates):
+            values.extend([g[k] for k in slots])
+        dtype = jax.dtypes.canonicalize_dtype(np.float64)
+        if all(isinstance(v, int | float | np.ndarray | np.generic) for v in values):
+            packed = jax.numpy.asarray(np.asarray(values, dtype).reshape(len(values)))
+        else:  # a JAX array or a traced value among them
+            packed = jax.numpy.stack(
+                [jax.numpy.reshape(jax.numpy.asarray(v, dtype), ()) for v in values]
+            ).reshape(len(values))
+        self._fp_packed = packed
+        return packed
+
     def _tree_flatten(self) -> tuple[list[Any], _OptimizerLayout]:
         self._before_flatten()
         layout = self._layout()
-        hyper = self.hyperparameters
-        # The defaults' hyperparameters are leaves too: two optimizers that differ only in
-        # their lr share compiled code.
-        defaults = self.defaults
-        leaves = [_as_leaf(defaults[k]) for k in hyper]
+        # The defaults' hyperparameters are leaves too (packed): two optimizers that differ
+        # only in their lr share compiled code.
+        leaves = [self._pack(layout)]
+        scalars = layout.scalars
         for g in self.param_groups:
-            leaves.extend([_as_leaf(g[k]) for k in hyper])
+            for k in scalars:
+                leaves.append(_as_leaf(dict.__getitem__(g, k)))
         leaves.extend(self._state_leaves(layout))
         return leaves, layout
 
@@ -308,19 +457,25 @@ class Optimizer:
     def _tree_unflatten(cls, layout: _OptimizerLayout, leaves: Iterable[Any]) -> Optimizer:
         opt = object.__new__(cls)
         leaves = list(leaves)
-        hyper = cls.hyperparameters
-        n = len(hyper)
-        opt.defaults = dict(layout.defaults)
-        dict.update(opt.defaults, zip(hyper, leaves[:n]))
+        packed = leaves[0]
+        scalars = layout.scalars
+        n = len(scalars)
+        defaults = ParamGroup(layout.defaults)
+        defaults.lazy = (packed, layout.default_slots)
         groups = []
-        start = n
-        for template, params_key in layout.templates:
+        start = 1
+        for template, params_key, slots in layout.templates:
             group = ParamGroup(template)
-            dict.update(group, zip(hyper, leaves[start : start + n]))
+            if n:
+                dict.update(group, zip(scalars, leaves[start : start + n]))
+                start += n
             group.params_key = params_key
+            if slots:
+                group.lazy = (packed, slots)
             groups.append(group)
-            start += n
+        opt.defaults = defaults
         opt.param_groups = groups
+        opt._fp_packed = packed
         opt._set_state_leaves(layout, leaves[start:])
         opt._remember_layout(layout)
         return opt

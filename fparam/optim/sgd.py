@@ -97,6 +97,9 @@ class SGD(Optimizer):
     """
 
     hyperparameters = ("lr", "momentum", "dampening", "weight_decay")
+    # Each group's lr (which may be a tensor, with its own dtype) and momentum (which decides
+    # the buffers) are scalar leaves; the rest travels packed in one leaf.
+    scalar_hyperparameters = ("lr", "momentum")
 
     def __init__(
         self,
