@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fparam._module import _is_tracer
+from fparam._module import _is_tracer, _torch_to_numpy
 from fparam.optim.optimizer import Optimizer, ParamGroup, _scalar
 
 __all__ = ["SGD"]
@@ -65,7 +65,7 @@ def _single_tensor_sgd(
 def _from_checkpoint(value: Any) -> Any:
     """A checkpoint value: a torch tensor (read without importing torch) becomes a JAX array."""
     if hasattr(value, "detach") and hasattr(value, "numpy"):
-        return jnp.array(value.detach().cpu().numpy(), copy=True)
+        return jnp.array(_torch_to_numpy(value), copy=True)
     return value
 
 
