@@ -68,8 +68,8 @@ def seed_workload() -> dict[str, Any]:
         class TorchSeed(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
-                self.weights1 = torch.nn.Parameter(torch.from_numpy(np.asarray(model.weights1)))
-                self.weights2 = torch.from_numpy(np.asarray(weights2))
+                self.weights1 = torch.nn.Parameter(torch.tensor(np.asarray(model.weights1)))
+                self.weights2 = torch.tensor(np.asarray(weights2))
 
             def forward(self, x: Any) -> Any:
                 return x @ self.weights1 @ self.weights2
@@ -185,11 +185,15 @@ def torch_runner(w: dict[str, Any]) -> Callable[[int], Any] | None:
         return None
     import torch
 
+    # One intra-op thread: torch's idle OpenMP workers spin after each op and would steal the
+    # cores from the JAX runs interleaved with them (and these workloads are too small to
+    # gain from threads).
+    torch.set_num_threads(1)
     model = w["torch_model"]
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     criterion = torch.nn.CrossEntropyLoss()
-    x = torch.from_numpy(np.asarray(w["x"]))
-    y = torch.from_numpy(np.asarray(w["y"])).long()
+    x = torch.tensor(np.asarray(w["x"]))
+    y = torch.tensor(np.asarray(w["y"])).long()
 
     def run(n: int) -> Any:
         for _ in range(n):
