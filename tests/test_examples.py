@@ -13,6 +13,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _load(name: str):
+    if str(EXAMPLES) not in sys.path:  # the CNN example reuses the MLP example's data loading
+        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -32,10 +34,19 @@ def test_parameter_vs_array_trains_only_the_parameter(capsys):
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.parametrize("name", ["train_digits"])
-def test_digits_example_runs_a_few_batches(name, tmp_path):
+@pytest.mark.parametrize("name", ["train_digits", "train_digits_cnn"])
+def test_digits_classifier_examples_run_a_few_batches(name, tmp_path):
     example = _load(name)
     history = example.main(epochs=2, max_batches=3, out=str(tmp_path))
     assert len(history["test_acc"]) == 2
     assert all(0.0 <= acc <= 1.0 for acc in history["test_acc"])
     assert (tmp_path / f"{name}_curves.png").stat().st_size > 0
+
+
+def test_autoencoder_example_runs_a_few_batches(tmp_path):
+    example = _load("digits_autoencoder")
+    history = example.main(epochs=2, max_batches=5, out=str(tmp_path))
+    assert len(history["test_mse"]) == 2
+    assert all(np.isfinite(history["test_mse"]))
+    assert history["test_mse"][-1] < 0.2  # pixels are in [0, 1]
+    assert (tmp_path / "digits_autoencoder.png").stat().st_size > 0
