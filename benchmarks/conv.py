@@ -343,9 +343,10 @@ def compare_programs(fparam_lowered: Any, raw_lowered: Any) -> str:
 def print_table(title: str, medians: dict[str, float], extra: str = "") -> None:
     base = medians["raw JAX"]
     print(f"\n{title}")
-    print(f"  {'':22s} {'ms/step':>9s} {'/ raw JAX':>10s}   {extra}")
+    width = max(22, *map(len, medians))
+    print(f"  {'':{width}s} {'ms/step':>9s} {'/ raw JAX':>10s}   {extra}")
     for name, t in medians.items():
-        print(f"  {name:22s} {t * 1e3:9.2f} {t / base:10.2f}")
+        print(f"  {name:{width}s} {t * 1e3:9.2f} {t / base:10.2f}")
 
 
 def run_layers(steps: int, repeats: int) -> list[tuple[str, dict[str, float]]]:

@@ -20,13 +20,16 @@ accumulate in float32 and round once, as torch does on CPU.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 __all__ = [
     "conv1d",
@@ -515,17 +518,98 @@ def _conv(
         raise RuntimeError(_KERNEL_TOO_BIG.format(padded=_by_x(padded), kernel=_by_x(dilated)))
     _check_nonempty_spatial(x)
     _check_dtypes(x, weight, bias)
+    if n == 3:
+        y = _conv3d_as_2d(x, weight, strides, pads, dilations, groups)
+    else:
+        y = lax.conv_general_dilated(
+            x,
+            weight,
+            window_strides=strides,
+            padding=pads,
+            rhs_dilation=dilations,
+            dimension_numbers=_dimension_numbers(n),
+            feature_group_count=groups,
+        )
+    y = _add_bias(y, bias)
+    return y[0] if unbatched else y
+
+
+def _conv3d_as_2d(x, weight, strides, pads, dilations, groups):
+    """A 3-D conv as one 2-D conv: each output plane's kD input planes stacked as channels.
+
+    XLA:CPU runs 2-D convs (and their gradients) on YNNPACK but 3-D ones on a slow generic
+    path; this costs kD times the input's memory and sums the same products.
+    """
+    n_, c, _, h, w = x.shape
+    o, c_g, k_d = weight.shape[:3]
+    (s_d, s_h, s_w), (d_d, d_h, d_w) = strides, dilations
+    xp = lax.pad(
+        x, jnp.zeros((), x.dtype), [(0, 0, 0), (0, 0, 0), (*pads[0], 0), (0, 0, 0), (0, 0, 0)]
+    )
+    d_out = (xp.shape[2] - d_d * (k_d - 1) - 1) // s_d + 1
+    planes = [
+        lax.slice_in_dim(xp, k * d_d, k * d_d + (d_out - 1) * s_d + 1, s_d, axis=2)
+        for k in range(k_d)
+    ]
+    stacked = jnp.stack(planes, axis=3)  # (N, C, D_out, kD, H, W)
+    stacked = stacked.transpose(0, 2, 1, 3, 4, 5).reshape(n_ * d_out, c * k_d, h, w)
     y = lax.conv_general_dilated(
-        x,
+        stacked,
+        weight.reshape(o, c_g * k_d, *weight.shape[3:]),
+        window_strides=(s_h, s_w),
+        padding=pads[1:],
+        rhs_dilation=(d_h, d_w),
+        dimension_numbers=_dimension_numbers(2),
+        feature_group_count=groups,
+    )
+    return y.reshape(n_, d_out, o, *y.shape[2:]).transpose(0, 2, 1, 3, 4)
+
+
+def _conv_transpose_phases(x, weight, strides, pads, out_pads, dilations, groups, out):
+    """A strided transposed conv as one stride-1 conv with one kernel per output phase.
+
+    Per dim, tap ``k`` lands at ``t = k*d = m*s + r``: output phase ``r``, input offset ``m``.
+    The stride-1 conv makes all ``s**n`` phases as channels; depth-to-space interleaves them
+    and the padding is cropped. No dilated input, so no zeros are multiplied.
+    """
+    n = x.ndim - 2
+    batch, sizes = x.shape[0], x.shape[2:]
+    c_in, c_out_g = weight.shape[:2]
+    kernel, c_in_g, c_out = weight.shape[2:], c_in // groups, c_out_g * groups
+    offsets = [(d * (k - 1)) // s for k, d, s in zip(kernel, dilations, strides)]
+    phases_out = [-(-(o + p) // s) for o, p, s in zip(out, pads, strides)]
+    zero = jnp.zeros((), weight.dtype)
+    w = lax.pad(
         weight,
-        window_strides=strides,
-        padding=pads,
-        rhs_dilation=dilations,
+        zero,
+        [(0, 0, 0)] * 2
+        + [
+            (0, (m + 1) * s - (d * (k - 1) + 1), d - 1)
+            for k, d, s, m in zip(kernel, dilations, strides, offsets)
+        ],
+    )
+    shape = [groups, c_in_g, c_out_g]
+    for m, s in zip(offsets, strides):
+        shape += [m + 1, s]
+    w = w.reshape(shape)
+    for i, m in enumerate(offsets):  # correlation form: offset m becomes tap M - m
+        w = jnp.take(w, jnp.arange(m, -1, -1), axis=3 + 2 * i)
+    perm = [0, 2] + [4 + 2 * i for i in range(n)] + [1] + [3 + 2 * i for i in range(n)]
+    w = w.transpose(perm).reshape([c_out * math.prod(strides), c_in_g] + [m + 1 for m in offsets])
+    z = lax.conv_general_dilated(
+        x,
+        w,
+        (1,) * n,
+        [(m, a - size) for m, a, size in zip(offsets, phases_out, sizes)],
         dimension_numbers=_dimension_numbers(n),
         feature_group_count=groups,
     )
-    y = _add_bias(y, bias)
-    return y[0] if unbatched else y
+    z = z.reshape([batch, c_out, *strides, *phases_out])
+    perm = [0, 1]
+    for i in range(n):
+        perm += [2 + n + i, 2 + i]
+    z = z.transpose(perm).reshape([batch, c_out] + [a * s for a, s in zip(phases_out, strides)])
+    return lax.slice(z, [0, 0, *pads], [batch, c_out] + [p + o for p, o in zip(pads, out)])
 
 
 def _conv_transpose(
@@ -577,15 +661,33 @@ def _conv_transpose(
         raise RuntimeError(_OUTPUT_TOO_SMALL.format(input=_by_x(x.shape[2:]), output=_by_x(out)))
     _check_dtypes(x, weight, bias)
 
+    if all(op < s for op, s in zip(out_pads, strides)):
+        y = _conv_transpose_fast_grads(
+            x, weight, tuple(strides), tuple(pads), tuple(out_pads), tuple(dilations), groups
+        )
+    else:  # output_padding >= stride (allowed when dilation > it): not a conv's input gradient
+        y = _conv_transpose_direct(x, weight, strides, pads, out_pads, dilations, groups)
+    y = _add_bias(y, bias)
+    return y[0] if unbatched else y
+
+
+def _conv_transpose_direct(x, weight, strides, pads, out_pads, dilations, groups):
+    """The transposed conv as one convolution (no bias), for the forward value."""
+    n = x.ndim - 2
+    kernel = weight.shape[2:]
+    if n == 3 and any(s > 1 for s in strides):
+        out = conv_transpose_output_size(x.shape[2:], kernel, strides, pads, out_pads, dilations)
+        return _conv_transpose_phases(x, weight, strides, pads, out_pads, dilations, groups, out)
     # The transposed conv is the gradient of a conv w.r.t. its input: a stride-1 conv over the
     # input dilated by `stride`, with each group's kernel flipped and its in/out axes swapped,
     # (in, out/G, *k) -> (G, in/G, out/G, *k) -> (G, out/G, in/G, *k) -> (out, in/G, *k).
-    c_in_g, c_out_g = c_in // groups, weight.shape[1]
+    c_in_g, c_out_g = weight.shape[0] // groups, weight.shape[1]
+    c_out = c_out_g * groups
     w = weight.reshape((groups, c_in_g, c_out_g, *kernel))
     w = jnp.swapaxes(w, 1, 2).reshape((c_out, c_in_g, *kernel))
     w = lax.rev(w, tuple(range(2, n + 2)))
     edge = [d * (k - 1) - p for k, d, p in zip(kernel, dilations, pads)]
-    y = lax.conv_general_dilated(
+    return lax.conv_general_dilated(
         x,
         w,
         window_strides=(1,) * n,
@@ -595,8 +697,53 @@ def _conv_transpose(
         dimension_numbers=_dimension_numbers(n),
         feature_group_count=groups,
     )
-    y = _add_bias(y, bias)
-    return y[0] if unbatched else y
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _conv_transpose_fast_grads(x, weight, strides, pads, out_pads, dilations, groups):
+    """``_conv_transpose_direct`` with derivatives that XLA:CPU runs on its fast conv paths.
+
+    The transposed conv is ``u -> conv(u, weight)``'s transpose. Differentiating the direct
+    form makes XLA emit a weight gradient with a reversed, dilated window (its slow generic
+    loop: ~10x torch). Here the tangents are written as transposes of the strided conv and of
+    that conv's weight gradient, so reverse mode transposes them back to exactly those two
+    ops (both on YNNPACK); forward mode still works. Same products, summed in another order.
+    """
+    return _conv_transpose_direct(x, weight, strides, pads, out_pads, dilations, groups)
+
+
+def _conv_transpose_jvp(strides, pads, out_pads, dilations, groups, primals, tangents):
+    x, weight = primals
+    tx, tw = tangents
+    y = _conv_transpose_direct(x, weight, strides, pads, out_pads, dilations, groups)
+    n = x.ndim - 2
+
+    def conv(u, w):  # the strided conv whose input gradient this transposed conv is
+        if n == 3:
+            return _conv3d_as_2d(u, w, strides, [(p, p) for p in pads], dilations, groups)
+        return lax.conv_general_dilated(
+            u,
+            w,
+            window_strides=strides,
+            padding=[(p, p) for p in pads],
+            rhs_dilation=dilations,
+            dimension_numbers=_dimension_numbers(n),
+            feature_group_count=groups,
+        )
+
+    def weight_grad(c):  # the strided conv's weight gradient at output gradient c
+        return jax.vjp(lambda w: conv(c, w), weight)[1](x)[0]
+
+    y_struct = jax.ShapeDtypeStruct(y.shape, y.dtype)
+    dy = jnp.zeros_like(y)
+    if not isinstance(tx, SymbolicZero):  # skip the work for an input that is not perturbed
+        dy = dy + jax.linear_transpose(lambda u: conv(u, weight), y_struct)(tx)[0]
+    if not isinstance(tw, SymbolicZero):
+        dy = dy + jax.linear_transpose(weight_grad, y_struct)(tw)[0]
+    return y, dy
+
+
+_conv_transpose_fast_grads.defjvp(_conv_transpose_jvp, symbolic_zeros=True)
 
 
 def conv1d(
