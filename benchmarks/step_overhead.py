@@ -11,7 +11,10 @@ Two workloads, each a full train step (forward, backward, momentum-SGD update):
 The runs are interleaved (fparam, raw, torch, fparam, raw, ...) and the median of the repeats
 is reported, so machine noise hits every contender alike.
 
-Run: ``python benchmarks/step_overhead.py [--steps 200] [--repeats 15]``
+``--host-lr`` adds two fparam rows to (a): the lr read (``opt.param_groups[0]['lr']``) or set
+at top level after every step, as a torch loop that logs or schedules per batch does.
+
+Run: ``python benchmarks/step_overhead.py [--steps 200] [--repeats 15] [--host-lr]``
 """
 
 from __future__ import annotations
@@ -114,9 +117,7 @@ def mlp_workload(depth: int = 24, width: int = 128, batch: int = 64) -> dict[str
         torch_layers: list[Any] = []
         for m in linears:
             lin = torch.nn.Linear(m.in_features, m.out_features)
-            lin.load_state_dict(
-                {k: torch.from_numpy(np.asarray(v)) for k, v in m.state_dict().items()}
-            )
+            lin.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in m.state_dict().items()})
             torch_layers += [lin, torch.nn.ReLU()]
         torch_model = torch.nn.Sequential(*torch_layers[:-1])
     except ImportError:
@@ -135,7 +136,7 @@ def mlp_workload(depth: int = 24, width: int = 128, batch: int = 64) -> dict[str
 # --------------------------------------------------------------------------------- steps
 
 
-def fparam_runner(w: dict[str, Any]) -> Callable[[int], Any]:
+def fparam_runner(w: dict[str, Any], host_lr: str = "") -> Callable[[int], Any]:
     criterion = nn.CrossEntropyLoss()
     model = w["model"]
     opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
@@ -152,6 +153,10 @@ def fparam_runner(w: dict[str, Any]) -> Callable[[int], Any]:
         model, opt = state
         for _ in range(n):
             model, opt, loss = step(model, opt, w["x"], w["y"])
+            if host_lr == "read":
+                opt.param_groups[0]["lr"]  # waits for the step: the lr is one of its outputs
+            elif host_lr == "set":
+                opt.param_groups[0]["lr"] = LR
         state[:] = [model, opt]
         return jax.block_until_ready(loss)
 
@@ -218,13 +223,19 @@ def measure(runners: dict[str, Callable[[int], Any]], steps: int, repeats: int) 
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def main(steps: int = 200, repeats: int = 15) -> list[tuple[str, dict[str, float]]]:
+def main(
+    steps: int = 200, repeats: int = 15, host_lr: bool = False
+) -> list[tuple[str, dict[str, float]]]:
     print(
         f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {steps} steps x {repeats} repeats"
     )
     results = []
-    for workload in (seed_workload(), mlp_workload()):
+    workloads = [seed_workload(), mlp_workload()]
+    for workload in workloads:
         runners = {"fparam": fparam_runner(workload), "raw JAX": raw_runner(workload)}
+        if host_lr and workload is workloads[0]:
+            runners["fparam, lr read"] = fparam_runner(workload, "read")
+            runners["fparam, lr set"] = fparam_runner(workload, "set")
         torch_run = torch_runner(workload)
         if torch_run is not None:
             runners["torch eager"] = torch_run
@@ -232,9 +243,9 @@ def main(steps: int = 200, repeats: int = 15) -> list[tuple[str, dict[str, float
         results.append((workload["name"], medians))
         base = medians["raw JAX"]
         print(f"\n{workload['name']}")
-        print(f"  {'':14s} {'µs/step':>10s} {'/ raw JAX':>10s}")
+        print(f"  {'':16s} {'µs/step':>10s} {'/ raw JAX':>10s}")
         for name, t in medians.items():
-            print(f"  {name:14s} {t * 1e6:10.1f} {t / base:10.2f}")
+            print(f"  {name:16s} {t * 1e6:10.1f} {t / base:10.2f}")
     return results
 
 
@@ -242,5 +253,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--host-lr", action="store_true", help="(a) with the lr read/set per step")
     args = parser.parse_args()
-    main(args.steps, args.repeats)
+    main(args.steps, args.repeats, args.host_lr)

@@ -9,8 +9,9 @@ identity).
 
 from __future__ import annotations
 
+import copy
+import functools
 import warnings
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import jax
@@ -21,16 +22,17 @@ from fparam._module import Module, Parameter, _typename, _unflatten
 __all__ = ["Optimizer"]
 
 
-def _as_leaf(value: Any) -> Any:
-    """A hyperparameter as a pytree leaf: a Python number becomes a strong ``dtype`` scalar.
+def _kind(value: Any) -> Any:
+    """How a packed hyperparameter reads back: ``None`` for a number, else the array's dtype.
 
-    One leaf type whatever the user wrote (``0``, ``0.9``, a schedule's traced value, the
-    array a jitted step returned), so changing a value never retraces. The group dict keeps
-    the value as written, so ``repr`` and ``state_dict`` read as torch's.
+    A concrete JAX array the user gave (torch's tensor lr) comes back as a 0-d array of its own
+    dtype; a Python or NumPy number, or a value traced under ``jit`` (a schedule's), comes back
+    as a number. The kind is static structure, so it must not depend on whether a value
+    happens to be traced.
     """
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return np.asarray(value, jax.dtypes.canonicalize_dtype(np.float64))
-    return value
+    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+        return value.dtype
+    return None
 
 
 class _Lazy:
@@ -43,40 +45,77 @@ class _Lazy:
 
 
 _LAZY = _Lazy()
+_NO_KINDS: dict[str, Any] = {}
 
 
-def _read_packed(packed: Any, slots: dict[str, int]) -> dict[str, Any]:
-    """The values of ``slots`` in the packed hyperparameter vector.
+def _read_packed(packed: Any, slots: dict[str, int], kinds: dict[str, Any]) -> dict[str, Any]:
+    """The values of ``slots`` in the packed vector, each read back as its ``kinds`` says.
 
     Inside a trace each is an index of the traced vector; outside, one device-to-host copy
     and Python numbers that print as the user wrote them (the shortest decimal).
     """
     if isinstance(packed, jax.core.Tracer):
-        return {k: packed[i] for k, i in slots.items()}
+        return {
+            k: packed[i] if kinds.get(k) is None else packed[i].astype(kinds[k])
+            for k, i in slots.items()
+        }
     host = np.asarray(packed)
-    return {k: float(str(host[i])) for k, i in slots.items()}
+    values = host.tolist()
+    return {
+        k: _shortest(values[i], host.dtype.char)
+        if kinds.get(k) is None
+        else jax.numpy.asarray(host[i], kinds[k])
+        for k, i in slots.items()
+    }
+
+
+@functools.lru_cache(maxsize=1024)
+def _shortest(value: float, dtype_char: str) -> float:
+    """The shortest decimal that rounds to ``value`` in its dtype: the number the user wrote.
+
+    0.1 packed in float32 reads back as 0.1, not 0.10000000149011612. Cached: a training loop
+    reads the same few values at every step.
+    """
+    return float(str(np.dtype(dtype_char).type(value)))
 
 
 class ParamGroup(dict):
     """One torch parameter group: a dict with ``'params'`` (Parameter handles) and options.
 
     Float options listed in the optimizer's ``hyperparameters`` are pytree leaves; setting one
-    (``group['lr'] = 0.01``) changes the next step without recompiling. Any change marks the
-    group ``dirty``, so the optimizer recomputes its cached pytree structure once.
+    (``group['lr'] = 0.01``) changes the next step without recompiling. A new value of a
+    packed hyperparameter marks the group ``values_changed`` (the optimizer packs again); any
+    other change marks it ``dirty`` (the optimizer also recomputes its pytree structure).
 
-    Most hyperparameters travel packed in one vector leaf; a group rebuilt from the pytree
-    reads them from that vector on first access (``lazy``), all at once.
+    The hyperparameters travel packed in one vector leaf; a group rebuilt from the pytree
+    reads them from that vector on first access (``lazy``), all at once. ``kinds`` remembers
+    how each packed value reads back (see ``_kind``) until the key is set again.
     """
 
     params_key: _ParamsKey | None = None
     dirty: bool = False
-    lazy: tuple[Any, dict[str, int]] | None = None
+    values_changed: bool = False
+    lazy: tuple[Any, dict[str, int], dict[str, Any]] | None = None
+    kinds: dict[str, Any] = _NO_KINDS
+    packed_keys: frozenset[str] = frozenset()  # the keys the optimizer's structure packs
 
     def _fill(self) -> None:
         lazy = self.lazy
         if lazy is not None:
             self.lazy = None
             dict.update(self, _read_packed(*lazy))
+
+    def _changed(self, keys: Any) -> None:
+        self.dirty = True
+        if self.kinds:
+            self.kinds = {k: v for k, v in self.kinds.items() if k not in keys}
+
+    def kind_of(self, key: str) -> Any:
+        """How the value of ``key`` reads back after packing (see ``_kind``)."""
+        kinds = self.kinds
+        if key in kinds:
+            return kinds[key]
+        return _kind(dict.__getitem__(self, key))
 
     def __getitem__(self, key: str) -> Any:
         value = dict.__getitem__(self, key)
@@ -88,6 +127,11 @@ class ParamGroup(dict):
     def get(self, key: str, default: Any = None) -> Any:
         self._fill()
         return super().get(key, default)
+
+    def __iter__(self) -> Any:
+        # Overriding __iter__ also makes dict(group) and {**group} read through __getitem__.
+        self._fill()
+        return super().__iter__()
 
     def values(self) -> Any:
         self._fill()
@@ -122,84 +166,101 @@ class ParamGroup(dict):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._fill()
-        super().__setitem__(key, value)
-        self.dirty = True
+        if key in self.packed_keys and _kind(value) == self.kind_of(key):
+            super().__setitem__(key, value)
+            self.values_changed = True  # same structure: only the packed vector is redone
+        else:
+            super().__setitem__(key, value)
+            self._changed((key,))
 
     def __delitem__(self, key: str) -> None:
         self._fill()
         super().__delitem__(key)
-        self.dirty = True
+        self._changed((key,))
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         self._fill()
-        super().update(*args, **kwargs)
-        self.dirty = True
+        new = dict(*args, **kwargs)
+        super().update(new)
+        self._changed(new)
 
     def setdefault(self, key: str, default: Any = None) -> Any:
         self._fill()
-        self.dirty = True
+        if key not in self:
+            self._changed((key,))
         return super().setdefault(key, default)
 
     def pop(self, key: str, *default: Any) -> Any:
         self._fill()
-        self.dirty = True
+        self._changed((key,))
         return super().pop(key, *default)
 
     def popitem(self) -> tuple[str, Any]:
         self._fill()
-        self.dirty = True
-        return super().popitem()
+        item = super().popitem()
+        self._changed((item[0],))
+        return item
 
     def clear(self) -> None:
         self.lazy = None
         super().clear()
         self.dirty = True
+        self.kinds = _NO_KINDS
 
     def copy_clean(self) -> ParamGroup:
         """A copy for a new optimizer value, with the same cached identity and dirtiness."""
         copy = ParamGroup(self)  # placeholders included: the copy reads the same vector
         copy.params_key = self.params_key
         copy.dirty = self.dirty
+        copy.values_changed = self.values_changed
+        copy.packed_keys = self.packed_keys
         copy.lazy = self.lazy
+        copy.kinds = self.kinds  # never mutated in place: shared safely
         return copy
 
 
 class _OptimizerLayout:
     """An optimizer's pytree structure: hashed once, compared by identity first.
 
-    The leaves are: one vector packing the hyperparameters (the defaults', then each group's,
-    except the ``scalar_hyperparameters``), each group's scalar hyperparameters, then the
-    subclass's state. ``templates`` are the groups as dicts with every static option in torch's
-    key order, a placeholder where a packed value goes and ``None`` where a scalar leaf goes;
-    unflattening copies them. ``slots`` say where each packed value is in the vector.
+    The leaves are one vector packing the hyperparameters (the defaults', then each group's)
+    followed by the subclass's small per-parameter state (``n_state`` values, e.g. SGD's
+    "momentum buffer initialised" flags), then the subclass's array state (e.g. the buffers).
+    One vector, because every leaf is an input and an output of a jitted step, and each costs
+    dispatch time (benchmarks/README.md). ``templates`` are the groups as dicts with every
+    static option in torch's key order and a placeholder where a packed value goes;
+    unflattening copies them. ``slots`` say where each packed value is, ``kinds`` how it reads
+    back.
     """
 
     __slots__ = (
         "cache",
+        "default_kinds",
         "default_slots",
         "defaults",
         "extras",
         "hash",
         "key",
+        "n_hyper",
         "n_packed",
-        "scalars",
         "templates",
     )
 
-    def __init__(self, cls: type, groups: list[ParamGroup], defaults: dict[str, Any], extras: Any):
+    def __init__(self, cls: type, groups: list[ParamGroup], defaults: ParamGroup, extras: Any):
         hyper = cls.hyperparameters  # type: ignore[attr-defined]
-        scalars = cls.scalar_hyperparameters  # type: ignore[attr-defined]
         statics = []
         self.templates = []
-        self.scalars = scalars
         position = 0
         self.defaults = {}
         self.default_slots = {}
-        for k in defaults:
+        self.default_kinds = {}
+        for k in dict.keys(defaults):
             if k in hyper:
                 self.defaults[k] = _LAZY
                 self.default_slots[k] = position
                 position += 1
+                kind = defaults.kind_of(k)
+                if kind is not None:
+                    self.default_kinds[k] = kind
             else:
                 self.defaults[k] = dict.__getitem__(defaults, k)
         for g in groups:
@@ -207,15 +268,16 @@ class _OptimizerLayout:
             items: list[tuple[str, Any]] = []
             template: dict[str, Any] = {}
             slots: dict[str, int] = {}
-            for k in g:
+            kinds: dict[str, Any] = {}
+            for k in dict.keys(g):
                 if k in hyper:
-                    items.append((k, None))
-                    if k in scalars:
-                        template[k] = None
-                    else:
-                        template[k] = _LAZY
-                        slots[k] = position
-                        position += 1
+                    kind = g.kind_of(k)
+                    items.append((k, kind))
+                    template[k] = _LAZY
+                    slots[k] = position
+                    position += 1
+                    if kind is not None:
+                        kinds[k] = kind
                 elif k == "params":
                     items.append((k, params_key))
                     template[k] = params_key.handles
@@ -224,13 +286,15 @@ class _OptimizerLayout:
                     items.append((k, tuple(v) if isinstance(v, list) else v))
                     template[k] = v
             statics.append(tuple(items))
-            self.templates.append((template, params_key, slots))
-        self.n_packed = position
+            self.templates.append((template, params_key, slots, kinds or _NO_KINDS))
+        self.n_hyper = position
+        self.n_packed = position + cls._packed_state_size(groups, extras)  # type: ignore[attr-defined]
         self.extras = extras
         self.key = (
             cls,
             tuple(statics),
             tuple((k, None if v is _LAZY else v) for k, v in self.defaults.items()),
+            tuple(self.default_kinds.items()),
             extras,
         )
         self.hash = hash(self.key)
@@ -280,9 +344,6 @@ class Optimizer:
     """
 
     hyperparameters: ClassVar[tuple[str, ...]] = ()
-    # The hyperparameters that are each a scalar leaf per group; the others (and all of the
-    # defaults') are packed in one vector leaf, which a jitted step returns as one output.
-    scalar_hyperparameters: ClassVar[tuple[str, ...]] = ()
     static_options: ClassVar[tuple[str, ...]] = ()
 
     defaults: ParamGroup
@@ -380,72 +441,148 @@ class Optimizer:
         """Create a new group's state (e.g. momentum buffers)."""
 
     # ---------------------------------------------------------------- pytree
+    #
+    # A jitted training loop flattens the optimizer it passes in and unflattens the one it
+    # gets back, every step. Unflattening is lazy (the leaves are only stored) and flattening
+    # an optimizer nobody looked at returns the stored leaves, so the loop pays almost nothing
+    # in Python. Reading any attribute builds the groups and state (``_materialize``).
+
+    @classmethod
+    def _packed_state_size(cls, groups: list[ParamGroup], extras: Any) -> int:
+        """How many values of per-parameter state the subclass packs after the hyperparameters."""
+        return 0
+
+    def _packed_state(self, layout: _OptimizerLayout) -> Any:
+        """The subclass's packed state: a 1-d array (NumPy where possible) of ``n_state`` values."""
+        return None
 
     def _state_leaves(self, layout: _OptimizerLayout) -> list[Any]:
         return []
 
-    def _set_state_leaves(self, layout: _OptimizerLayout, leaves: list[Any]) -> None:
-        pass
+    def _set_state(self, layout: _OptimizerLayout, packed: Any, leaves: list[Any]) -> None:
+        """Restore the subclass's state from the packed vector and the state leaves."""
+
+    def _state_changed(self) -> None:
+        """Note that the subclass's packed state changed: the packed vector must be redone."""
+        self._mark_stale("state")
+
+    def _mark_stale(self, part: str) -> None:
+        d = self.__dict__
+        d["_fp_stale"] = d.get("_fp_stale", frozenset()) | {part}
 
     def _before_flatten(self) -> None:
         """A subclass's lazy state creation, run before the structure is read."""
 
     def _layout(self) -> _OptimizerLayout:
         """The pytree structure, recomputed only after a group or the group list changed."""
+        d = self.__dict__
         groups = self.param_groups
         defaults = self.defaults
-        cached = self.__dict__.get("_fp_layout")
+        cached = d.get("_fp_layout")
         if cached is not None and type(defaults) is ParamGroup and not defaults.dirty:
             layout, ids = cached
             if ids == tuple(map(id, groups)):
+                values_changed = defaults.values_changed
                 for g in groups:
                     if type(g) is not ParamGroup or g.dirty:
                         break
+                    values_changed |= g.values_changed
                 else:
+                    if values_changed:
+                        self._mark_stale("hyper")
+                        defaults.values_changed = False
+                        for g in groups:
+                            g.values_changed = False
                     return layout
-        self.__dict__.pop("_fp_packed", None)  # a value changed: pack again
+        # The structure changed: pack everything again.
+        d.pop("_fp_packed", None)
+        d.pop("_fp_stale", None)
         for i, g in enumerate(groups):
             if type(g) is not ParamGroup:  # a plain dict put there by hand
                 groups[i] = g = ParamGroup(g)
-            g.dirty = False
         if type(defaults) is not ParamGroup:
             self.defaults = defaults = ParamGroup(defaults)
-        defaults.dirty = False
         layout = _OptimizerLayout(type(self), groups, defaults, self._static_extras())
+        defaults.packed_keys = frozenset(layout.default_slots)
+        for g, (_, _, slots, _) in zip(groups, layout.templates):
+            g.packed_keys = frozenset(slots)
+        for g in (defaults, *groups):
+            g.dirty = g.values_changed = False
         self._remember_layout(layout)
         return layout
 
     def _remember_layout(self, layout: _OptimizerLayout) -> None:
-        self._fp_layout = (layout, tuple(map(id, self.param_groups)))
+        self.__dict__["_fp_layout"] = (layout, tuple(map(id, self.param_groups)))
+
+    def _hyper_values(self, layout: _OptimizerLayout) -> list[Any]:
+        values = [self.defaults[k] for k in layout.default_slots]
+        for g, (_, _, slots, _) in zip(self.param_groups, layout.templates):
+            values.extend([g[k] for k in slots])
+        return values
 
     def _pack(self, layout: _OptimizerLayout) -> Any:
-        """The packed hyperparameter vector, kept on the optimizer until a value changes."""
-        packed = self.__dict__.get("_fp_packed")
-        if packed is not None:
+        """The packed vector, kept on the optimizer until a value or the state changes.
+
+        Built on the host (a NumPy leaf, which ``jit`` takes faster than a fresh device array)
+        unless a value is a JAX array or traced. When only the hyperparameters changed, the
+        previous vector's state part is kept; when only the state changed (a step), the
+        previous vector's hyperparameters are.
+        """
+        d = self.__dict__
+        packed = d.get("_fp_packed")
+        stale = d.get("_fp_stale", frozenset())
+        if packed is not None and not stale:
             return packed
-        values = [self.defaults[k] for k in layout.default_slots]
-        for g, (_, _, slots) in zip(self.param_groups, layout.templates):
-            values.extend([g[k] for k in slots])
+        jnp = jax.numpy
         dtype = jax.dtypes.canonicalize_dtype(np.float64)
-        if all(isinstance(v, int | float | np.ndarray | np.generic) for v in values):
-            packed = jax.numpy.asarray(np.asarray(values, dtype).reshape(len(values)))
-        else:  # a JAX array or a traced value among them
-            packed = jax.numpy.stack(
-                [jax.numpy.reshape(jax.numpy.asarray(v, dtype), ()) for v in values]
-            ).reshape(len(values))
-        self._fp_packed = packed
+        host = (int, float, np.ndarray, np.generic)
+        n_hyper = layout.n_hyper
+        if packed is not None and stale == {"state"}:
+            state = self._packed_state(layout)
+            if state is None:
+                pass
+            elif isinstance(packed, np.ndarray) and isinstance(state, np.ndarray):
+                packed = np.concatenate([packed[:n_hyper], state.astype(dtype)])
+            else:
+                packed = jax.lax.dynamic_update_slice(
+                    jnp.asarray(packed), jnp.asarray(state, dtype), (n_hyper,)
+                )
+        else:
+            values = self._hyper_values(layout)
+            on_host = all(isinstance(v, host) for v in values)
+            if (
+                packed is not None
+                and stale == {"hyper"}
+                and on_host
+                and not isinstance(packed, jax.core.Tracer)
+            ):
+                packed = np.array(packed, dtype)  # a host copy, with the state part
+                packed[:n_hyper] = values
+            else:
+                state = self._packed_state(layout)
+                if on_host and isinstance(state, np.ndarray | None):
+                    packed = np.asarray(values, dtype).reshape(n_hyper)
+                    if state is not None:
+                        packed = np.concatenate([packed, state.astype(dtype)])
+                else:  # a JAX array or a traced value among them
+                    parts = [jnp.reshape(jnp.asarray(v, dtype), (1,)) for v in values]
+                    if state is not None:
+                        parts.append(jnp.asarray(state, dtype))
+                    packed = jnp.concatenate(parts) if parts else jnp.zeros((0,), dtype)
+        d["_fp_packed"] = packed
+        d.pop("_fp_stale", None)
         return packed
 
-    def _tree_flatten(self) -> tuple[list[Any], _OptimizerLayout]:
+    def _tree_flatten(self) -> tuple[Any, _OptimizerLayout]:
+        tree = self.__dict__.get("_fp_tree")
+        if tree is not None:  # never looked at since unflattening: nothing can have changed
+            leaves, layout = tree
+            return leaves, layout
         self._before_flatten()
         layout = self._layout()
         # The defaults' hyperparameters are leaves too (packed): two optimizers that differ
         # only in their lr share compiled code.
         leaves = [self._pack(layout)]
-        scalars = layout.scalars
-        for g in self.param_groups:
-            for k in scalars:
-                leaves.append(_as_leaf(dict.__getitem__(g, k)))
         leaves.extend(self._state_leaves(layout))
         return leaves, layout
 
@@ -454,31 +591,71 @@ class Optimizer:
         return None
 
     @classmethod
-    def _tree_unflatten(cls, layout: _OptimizerLayout, leaves: Iterable[Any]) -> Optimizer:
+    def _tree_unflatten(cls, layout: _OptimizerLayout, leaves: Any) -> Optimizer:
         opt = object.__new__(cls)
+        opt.__dict__["_fp_tree"] = (leaves, layout)
+        return opt
+
+    def _materialize(self) -> None:
+        """Build the groups and the state of an optimizer made by unflattening."""
+        d = self.__dict__
+        leaves, layout = d.pop("_fp_tree")
         leaves = list(leaves)
         packed = leaves[0]
-        scalars = layout.scalars
-        n = len(scalars)
         defaults = ParamGroup(layout.defaults)
-        defaults.lazy = (packed, layout.default_slots)
+        defaults.lazy = (packed, layout.default_slots, layout.default_kinds)
+        defaults.kinds = layout.default_kinds
+        defaults.packed_keys = frozenset(layout.default_slots)
         groups = []
-        start = 1
-        for template, params_key, slots in layout.templates:
+        for template, params_key, slots, kinds in layout.templates:
             group = ParamGroup(template)
-            if n:
-                dict.update(group, zip(scalars, leaves[start : start + n]))
-                start += n
             group.params_key = params_key
+            group.kinds = kinds
+            group.packed_keys = frozenset(slots)
             if slots:
-                group.lazy = (packed, slots)
+                group.lazy = (packed, slots, kinds)
             groups.append(group)
-        opt.defaults = defaults
-        opt.param_groups = groups
-        opt._fp_packed = packed
-        opt._set_state_leaves(layout, leaves[start:])
-        opt._remember_layout(layout)
-        return opt
+        d["defaults"] = defaults
+        d["param_groups"] = groups
+        d["_fp_packed"] = packed
+        self._set_state(layout, packed, leaves[1:])
+        self._remember_layout(layout)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a name missing from __dict__: an unflattened optimizer's fields.
+        if "_fp_tree" not in self.__dict__ or name.startswith("__"):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        self._materialize()
+        return getattr(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_fp_tree" in self.__dict__:
+            self._materialize()
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if "_fp_tree" in self.__dict__:
+            self._materialize()
+        object.__delattr__(self, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        if "_fp_tree" in self.__dict__:
+            self._materialize()
+        return self.__dict__
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Optimizer:
+        """An independent optimizer for the same parameters.
+
+        Unlike torch's (which copies the parameter tensors it points at, so the copy no longer
+        steps the model), the copy keeps each parameter's identity: it steps the same model.
+        """
+        leaves, layout = self._tree_flatten()
+        new = type(self)._tree_unflatten(layout, [copy.deepcopy(x, memo) for x in leaves])
+        for group in new.param_groups:  # options such as 'param_names' must not be shared
+            for key, value in group.items():
+                if key != "params" and isinstance(value, list | dict):
+                    dict.__setitem__(group, key, copy.deepcopy(value, memo))
+        return new
 
     # ---------------------------------------------------------------- stepping
 

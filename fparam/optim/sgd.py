@@ -97,9 +97,6 @@ class SGD(Optimizer):
     """
 
     hyperparameters = ("lr", "momentum", "dampening", "weight_decay")
-    # Each group's lr (which may be a tensor, with its own dtype) and momentum (which decides
-    # the buffers) are scalar leaves; the rest travels packed in one leaf.
-    scalar_hyperparameters = ("lr", "momentum")
 
     def __init__(
         self,
@@ -128,9 +125,10 @@ class SGD(Optimizer):
         if isinstance(lr, (jax.Array, np.ndarray)):
             lr = jnp.reshape(jnp.asarray(lr), ())
         # uid -> momentum buffer; group index -> bool vector "buffer initialised" (torch creates
-        # the buffer lazily on a parameter's first step; fparam allocates it and flags it).
+        # the buffer lazily on a parameter's first step; fparam allocates it and flags it). The
+        # flags travel in the optimizer's packed vector, after the hyperparameters.
         self._momentum: dict[int, jax.Array] = {}
-        self._initialized: dict[int, jax.Array] = {}
+        self._initialized: dict[int, Any] = {}
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -156,7 +154,8 @@ class SGD(Optimizer):
         params = self.param_groups[group_index]["params"]
         for p in params:
             self._momentum[p.uid] = jnp.zeros(p.shape, p.dtype)
-        self._initialized[group_index] = jnp.zeros((len(params),), bool)
+        self._initialized[group_index] = np.zeros((len(params),), bool)
+        self._state_changed()
 
     def _ensure_state(self) -> None:
         # A group built with momentum 0 and given a momentum later (torch allows it) needs
@@ -182,20 +181,45 @@ class SGD(Optimizer):
             ]
         return uids
 
+    def _flag_spans(self, layout: Any) -> dict[int, tuple[int, int]]:
+        """Where each momentum group's flags are in the packed vector (once per structure)."""
+        spans = layout.cache.get("flag_spans")
+        if spans is None:
+            spans = {}
+            start = layout.n_hyper
+            for gi in layout.extras:
+                stop = start + len(layout.templates[gi][1].handles)
+                spans[gi] = (start, stop)
+                start = stop
+            layout.cache["flag_spans"] = spans
+        return spans
+
+    @classmethod
+    def _packed_state_size(cls, groups: list[ParamGroup], extras: Any) -> int:
+        return sum(len(groups[gi]["params"]) for gi in extras)
+
+    def _packed_state(self, layout: Any) -> Any:
+        flags = [self._initialized[gi] for gi in layout.extras]
+        if not flags:
+            return None
+        if all(isinstance(f, np.ndarray) for f in flags):
+            return np.concatenate(flags)
+        dtype = jax.dtypes.canonicalize_dtype(np.float64)
+        return jnp.concatenate([jnp.asarray(f, dtype) for f in flags])
+
     def _state_leaves(self, layout: Any) -> list[Any]:
-        initialized = self._initialized
         momentum = self._momentum
-        leaves: list[Any] = [initialized[gi] for gi in layout.extras]
-        leaves.extend([momentum[uid] for uid in self._buffer_uids(layout)])
-        return leaves
+        return [momentum[uid] for uid in self._buffer_uids(layout)]
 
     def _static_extras(self) -> Any:
         return tuple(sorted(self._initialized))
 
-    def _set_state_leaves(self, layout: Any, leaves: list[Any]) -> None:
-        groups = layout.extras
-        self._initialized = dict(zip(groups, leaves[: len(groups)]))
-        self._momentum = dict(zip(self._buffer_uids(layout), leaves[len(groups) :]))
+    def _set_state(self, layout: Any, packed: Any, leaves: list[Any]) -> None:
+        self._momentum = dict(zip(self._buffer_uids(layout), leaves))
+        spans = self._flag_spans(layout)
+        # Outside a trace, one host copy; the flags are then NumPy (no device work to read).
+        source = packed if isinstance(packed, jax.core.Tracer) else np.asarray(packed)
+        self._initialized = {gi: source[a:b] != 0 for gi, (a, b) in spans.items()}
 
     # ---------------------------------------------------------------- the update
 
@@ -234,6 +258,7 @@ class SGD(Optimizer):
         new._momentum = momentum_buffers
         new._initialized = initialized
         new._remember_layout(layout)
+        new._state_changed()
         return new, new_values
 
     # ---------------------------------------------------------------- torch's state_dict
@@ -326,4 +351,5 @@ class SGD(Optimizer):
         for uid, buf in buffers.items():
             self._momentum[uid] = buf
         for gi, vector in flags.items():
-            self._initialized[gi] = jnp.asarray(vector)
+            self._initialized[gi] = vector
+        self._state_changed()

@@ -714,12 +714,17 @@ def test_optimizer_is_a_pytree() -> None:
     g = grads_tree(m, random_grads(np.random.default_rng(0)))
     m, opt = opt.step(m, g)
     leaves = jax.tree.leaves(opt)
-    assert any(np.asarray(x).shape == () and np.asarray(x) == np.float32(0.1) for x in leaves)
-    assert any(np.asarray(x).shape == () and np.asarray(x) == np.float32(0.9) for x in leaves)
-    for buf in buffers_of(opt).values():
-        assert any(
-            np.asarray(x).shape == buf.shape and np.array_equal(np.asarray(x), buf) for x in leaves
-        )
+    # One vector packs the hyperparameters (defaults', then the group's) and the
+    # "buffer initialised" flags; then one leaf per momentum buffer. Every leaf is an input
+    # and an output of a jitted step, so there are as few as possible.
+    buffers = buffers_of(opt)
+    assert len(leaves) == 1 + len(buffers)
+    packed = np.asarray(leaves[0])
+    assert packed.dtype == np.float32 and packed.ndim == 1
+    # lr, momentum, dampening, weight_decay for the defaults and the group; 5 flags.
+    np.testing.assert_array_equal(packed, np.float32([0.1, 0.9, 0, 0] * 2 + [1] * 5))
+    for leaf, buf in zip(leaves[1:], buffers.values()):
+        np.testing.assert_array_equal(np.asarray(leaf), buf)
     # A tree.map keeps everything: groups, options and the state.
     same = jax.tree.map(lambda x: x, opt)
     assert type(same) is optim.SGD
@@ -729,6 +734,75 @@ def test_optimizer_is_a_pytree() -> None:
     # Doubling every leaf doubles the lr: it is a leaf, not static.
     doubled = jax.tree.map(lambda x: x * 2 if x.dtype != bool else x, opt)
     assert float(doubled.param_groups[0]["lr"]) == pytest.approx(0.2)
+
+
+def test_returned_optimizer_reads_and_writes_like_a_built_one() -> None:
+    # A jitted step returns an optimizer whose fields are built on first access.
+    m, t = make_pair()
+    opt = optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD(t.parameters(), lr=0.1, momentum=0.9)
+    m, opt = _train(m, opt, t, topt, 1, seed=3)
+    step = sgd_step(True)
+    rng = np.random.default_rng(4)
+    m, opt = step(m, opt, grads_tree(m, random_grads(rng)))
+    assert not hasattr(opt, "no_such_attribute")
+    with pytest.raises(AttributeError, match="no_such_attribute"):
+        opt.no_such_attribute  # noqa: B018
+    # Replacing the group list of a returned optimizer is seen by the next step.
+    m, opt = step(m, opt, grads_tree(m, random_grads(rng)))
+    opt.param_groups = [dict(opt.param_groups[0], lr=0.0)]
+    before = params_of(m)
+    m, opt = step(m, opt, grads_tree(m, random_grads(rng)))
+    for k, v in params_of(m).items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_lr_becomes_an_array_and_back() -> None:
+    # A JAX array lr reads back as an array of its dtype (torch keeps a tensor lr a tensor);
+    # the change of kind is structure (one retrace), a new value of the same kind is not.
+    m, t = make_pair()
+    opt = optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD(t.parameters(), lr=0.1, momentum=0.9)
+    traces = 0
+
+    @jax.jit
+    def step(m: Net, opt: optim.SGD, grads: Net) -> Any:
+        nonlocal traces
+        traces += 1
+        return opt.step(m, grads)
+
+    rng = np.random.default_rng(21)
+    lrs = [0.1, jnp.asarray(0.05, jnp.float32), jnp.asarray(0.02, jnp.float32), 0.01, 0.03]
+    for i, lr in enumerate(lrs):
+        opt.param_groups[0]["lr"] = lr
+        topt.param_groups[0]["lr"] = float(lr)
+        g = random_grads(rng)
+        set_torch_grads(t, g)
+        topt.step()
+        m, opt = step(m, opt, grads_tree(m, g))
+        assert_same(m, opt, t, topt, f"step {i}")
+        read = opt.param_groups[0]["lr"]
+        assert isinstance(read, jax.Array) == isinstance(lr, jax.Array), i
+        assert float(read) == pytest.approx(float(lr))
+    assert traces == 2  # float, array (back to float reuses the first)
+
+
+def test_deepcopy_steps_the_same_model_independently() -> None:
+    m, opt, t, topt = _two_group_pair()
+    m, opt = _train(m, opt, t, topt, 2, seed=5, skip="a.bias")
+    step = sgd_step(True)
+    m, opt = step(m, opt, grads_tree(m, random_grads(np.random.default_rng(6))))
+    twin = copy.deepcopy(opt)
+    twin.param_groups[1]["lr"] = 0.5
+    assert opt.param_groups[1]["lr"] == 0.01
+    twin = copy.deepcopy(opt)
+    g = grads_tree(m, random_grads(np.random.default_rng(7)))
+    m1, opt1 = step(m, opt, g)
+    m2, opt2 = step(m, twin, g)
+    for k, v in params_of(m1).items():
+        np.testing.assert_array_equal(params_of(m2)[k], v)
+    for k, v in buffers_of(opt1).items():
+        np.testing.assert_array_equal(buffers_of(opt2)[k], v)
 
 
 def test_mutating_a_returned_optimizer_does_not_change_the_input() -> None:
@@ -852,6 +926,12 @@ def test_load_torch_state_dict_with_tensor_lr(jit: bool) -> None:
         topt.step()
         m, opt = step(m, opt, grads_tree(m, g))
         assert_same(m, opt, t, topt, f"step {i}")
+    # A tensor lr stays a 0-d array of its dtype through the packed leaf, as torch's stays a
+    # tensor.
+    lr = opt.param_groups[0]["lr"]
+    assert (
+        isinstance(lr, jax.Array) and lr.dtype == jnp.float32 and float(lr) == pytest.approx(0.01)
+    )
 
 
 def test_load_from_torch_does_not_alias_torch_memory() -> None:
