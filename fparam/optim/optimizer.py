@@ -45,6 +45,7 @@ class _Lazy:
 
 
 _LAZY = _Lazy()
+_HOST_NUMBER = (int, float, np.ndarray, np.generic)
 _NO_KINDS: dict[str, Any] = {}
 
 
@@ -514,64 +515,88 @@ class Optimizer:
     def _remember_layout(self, layout: _OptimizerLayout) -> None:
         self.__dict__["_fp_layout"] = (layout, tuple(map(id, self.param_groups)))
 
+    def _slot_owners(self, layout: _OptimizerLayout) -> list[tuple[ParamGroup, dict[str, int]]]:
+        """The defaults and each group, with where their hyperparameters are packed."""
+        owners = [(self.defaults, layout.default_slots)]
+        owners.extend((g, t[2]) for g, t in zip(self.param_groups, layout.templates))
+        return owners
+
     def _hyper_values(self, layout: _OptimizerLayout) -> list[Any]:
-        values = [self.defaults[k] for k in layout.default_slots]
-        for g, (_, _, slots, _) in zip(self.param_groups, layout.templates):
-            values.extend([g[k] for k in slots])
-        return values
+        """Every packed hyperparameter's value, in slot order."""
+        return [g[k] for g, slots in self._slot_owners(layout) for k in slots]
 
     def _pack(self, layout: _OptimizerLayout) -> Any:
         """The packed vector, kept on the optimizer until a value or the state changes.
 
-        Built on the host (a NumPy leaf, which ``jit`` takes faster than a fresh device array)
-        unless a value is a JAX array or traced. When only the hyperparameters changed, the
-        previous vector's state part is kept; when only the state changed (a step), the
-        previous vector's hyperparameters are.
+        When only the state changed (a step), the previous vector's hyperparameters are kept;
+        when only hyperparameters changed (``group['lr'] = x``), its state part is.
         """
         d = self.__dict__
         packed = d.get("_fp_packed")
         stale = d.get("_fp_stale", frozenset())
         if packed is not None and not stale:
             return packed
-        jnp = jax.numpy
-        dtype = jax.dtypes.canonicalize_dtype(np.float64)
-        host = (int, float, np.ndarray, np.generic)
-        n_hyper = layout.n_hyper
+        new = None
         if packed is not None and stale == {"state"}:
-            state = self._packed_state(layout)
-            if state is None:
-                pass
-            elif isinstance(packed, np.ndarray) and isinstance(state, np.ndarray):
-                packed = np.concatenate([packed[:n_hyper], state.astype(dtype)])
-            else:
-                packed = jax.lax.dynamic_update_slice(
-                    jnp.asarray(packed), jnp.asarray(state, dtype), (n_hyper,)
-                )
-        else:
-            values = self._hyper_values(layout)
-            on_host = all(isinstance(v, host) for v in values)
-            if (
-                packed is not None
-                and stale == {"hyper"}
-                and on_host
-                and not isinstance(packed, jax.core.Tracer)
-            ):
-                packed = np.array(packed, dtype)  # a host copy, with the state part
-                packed[:n_hyper] = values
-            else:
-                state = self._packed_state(layout)
-                if on_host and isinstance(state, np.ndarray | None):
-                    packed = np.asarray(values, dtype).reshape(n_hyper)
-                    if state is not None:
-                        packed = np.concatenate([packed, state.astype(dtype)])
-                else:  # a JAX array or a traced value among them
-                    parts = [jnp.reshape(jnp.asarray(v, dtype), (1,)) for v in values]
-                    if state is not None:
-                        parts.append(jnp.asarray(state, dtype))
-                    packed = jnp.concatenate(parts) if parts else jnp.zeros((0,), dtype)
-        d["_fp_packed"] = packed
+            new = self._repack_state(layout, packed)
+        elif packed is not None and stale == {"hyper"}:
+            new = self._repack_written_on_host(layout, packed)
+        if new is None:
+            new = self._pack_all(layout)
+        d["_fp_packed"] = new
         d.pop("_fp_stale", None)
-        return packed
+        return new
+
+    def _repack_state(self, layout: _OptimizerLayout, packed: Any) -> Any:
+        state = self._packed_state(layout)
+        if state is None:
+            return packed
+        dtype = packed.dtype
+        if isinstance(packed, np.ndarray) and isinstance(state, np.ndarray):
+            return np.concatenate([packed[: layout.n_hyper], state.astype(dtype)])
+        jnp = jax.numpy
+        return jax.lax.dynamic_update_slice(
+            jnp.asarray(packed), jnp.asarray(state, dtype), (layout.n_hyper,)
+        )
+
+    def _repack_written_on_host(self, layout: _OptimizerLayout, packed: Any) -> Any:
+        """A host copy of ``packed`` with the new hyperparameter values, or None if one is an
+        array or traced. Only the groups read since unflattening can hold new values; the
+        others are still placeholders for what ``packed`` holds, and are not read (reading
+        them would wait for the step that made ``packed``)."""
+        if isinstance(packed, jax.core.Tracer):
+            return None
+        written = [
+            (i, dict.__getitem__(g, k))
+            for g, slots in self._slot_owners(layout)
+            if g.lazy is None
+            for k, i in slots.items()
+        ]
+        if not all(isinstance(v, _HOST_NUMBER) for _, v in written):
+            return None
+        new = np.array(packed)
+        for i, v in written:
+            new[i] = v
+        return new
+
+    def _pack_all(self, layout: _OptimizerLayout) -> Any:
+        """The packed vector from the values: on the host (a NumPy leaf, which ``jit`` takes
+        faster than a new device array) unless a value is a JAX array or traced."""
+        dtype = jax.dtypes.canonicalize_dtype(np.float64)
+        values = self._hyper_values(layout)
+        state = self._packed_state(layout)
+        if all(isinstance(v, _HOST_NUMBER) for v in values) and isinstance(
+            state, np.ndarray | None
+        ):
+            packed = np.asarray(values, dtype).reshape(layout.n_hyper)
+            if state is not None:
+                packed = np.concatenate([packed, state.astype(dtype)])
+            return packed
+        jnp = jax.numpy
+        parts = [jnp.reshape(jnp.asarray(v, dtype), (1,)) for v in values]
+        if state is not None:
+            parts.append(jnp.asarray(state, dtype))
+        return jnp.concatenate(parts) if parts else jnp.zeros((0,), dtype)
 
     def _tree_flatten(self) -> tuple[Any, _OptimizerLayout]:
         tree = self.__dict__.get("_fp_tree")

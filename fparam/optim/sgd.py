@@ -62,6 +62,43 @@ def _single_tensor_sgd(
     return param - lr * g, new_buf
 
 
+class _PackedFlags(dict):  # type: ignore[type-arg]
+    """SGD's "buffer initialised" flags per momentum group, read from the packed vector when
+    first needed (a step or ``state_dict``), so that reading an optimizer's groups does not
+    wait for the step that produced it."""
+
+    def __init__(self, packed: Any, spans: dict[int, tuple[int, int]]) -> None:
+        super().__init__(dict.fromkeys(spans))
+        self.source: tuple[Any, dict[int, tuple[int, int]]] | None = (packed, spans)
+
+    def _fill(self) -> None:
+        if self.source is not None:
+            packed, spans = self.source
+            self.source = None
+            # Outside a trace, one host copy: the flags are then NumPy, free to read.
+            host = packed if isinstance(packed, jax.core.Tracer) else np.asarray(packed)
+            dict.update(self, {gi: host[a:b] != 0 for gi, (a, b) in spans.items()})
+
+    def __getitem__(self, key: int) -> Any:
+        self._fill()
+        return dict.__getitem__(self, key)
+
+    def __iter__(self) -> Any:  # overridden so that dict(flags) reads through __getitem__
+        return dict.__iter__(self)
+
+    def __setitem__(self, key: int, value: Any) -> None:
+        self._fill()
+        dict.__setitem__(self, key, value)
+
+    def values(self) -> Any:
+        self._fill()
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._fill()
+        return dict.items(self)
+
+
 def _from_checkpoint(value: Any) -> Any:
     """A checkpoint value: a torch tensor (read without importing torch) becomes a JAX array."""
     if hasattr(value, "detach") and hasattr(value, "numpy"):
@@ -216,10 +253,7 @@ class SGD(Optimizer):
 
     def _set_state(self, layout: Any, packed: Any, leaves: list[Any]) -> None:
         self._momentum = dict(zip(self._buffer_uids(layout), leaves))
-        spans = self._flag_spans(layout)
-        # Outside a trace, one host copy; the flags are then NumPy (no device work to read).
-        source = packed if isinstance(packed, jax.core.Tracer) else np.asarray(packed)
-        self._initialized = {gi: source[a:b] != 0 for gi, (a, b) in spans.items()}
+        self._initialized = _PackedFlags(packed, self._flag_spans(layout))
 
     # ---------------------------------------------------------------- the update
 

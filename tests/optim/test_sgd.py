@@ -757,6 +757,35 @@ def test_returned_optimizer_reads_and_writes_like_a_built_one() -> None:
         np.testing.assert_array_equal(v, before[k])
 
 
+def test_setting_one_groups_lr_keeps_the_others() -> None:
+    # Group 0 of the returned optimizer is never read: its values stay packed while group 1's
+    # new lr is written in.
+    m, opt, t, topt = _two_group_pair()
+    step = sgd_step(True)
+    rng = np.random.default_rng(22)
+    for i in range(4):
+        if i >= 2:
+            opt.param_groups[1]["lr"] = topt.param_groups[1]["lr"] = 0.05 * i
+        g = random_grads(rng)
+        set_torch_grads(t, g)
+        topt.step()
+        m, opt = step(m, opt, grads_tree(m, g))
+    assert_same(m, opt, t, topt)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.15]
+
+
+def test_structure_of_an_abstract_step() -> None:
+    # jax.eval_shape returns an optimizer of shapes: its structure can be read, no values.
+    m, _ = make_pair()
+    opt = optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    g = grads_tree(m, random_grads(np.random.default_rng(0)))
+    _, shapes = jax.eval_shape(lambda m, o, g: o.step(m, g), m, opt, g)
+    assert len(shapes.param_groups) == 1 and shapes.param_groups[0]["nesterov"] is True
+    assert [p.uid for p in shapes.param_groups[0]["params"]] == [
+        p.uid for p in opt.param_groups[0]["params"]
+    ]
+
+
 def test_lr_becomes_an_array_and_back() -> None:
     # A JAX array lr reads back as an array of its dtype (torch keeps a tensor lr a tensor);
     # the change of kind is structure (one retrace), a new value of the same kind is not.
