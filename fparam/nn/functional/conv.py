@@ -8,7 +8,9 @@ output sizes and the error conditions, raised with torch's exception types and m
 All shape logic runs in Python on static shapes, so every function works under ``jax.jit``,
 ``jax.grad`` and ``jax.vmap``, and all validation happens at trace time. The maths is one
 ``jax.lax.conv_general_dilated`` call per convolution; a transposed convolution is the dilated-input
-convolution with the kernel flipped and its in/out axes swapped per group.
+convolution with the kernel flipped and its in/out axes swapped per group. A few rare
+configurations pad separately from the convolution, as an XLA bug would otherwise abort the
+process compiling their derivatives (see ``_ConvWindow``).
 
 Numerics: ``precision`` is left to JAX's default (``jax.default_matmul_precision``), which is full
 float32 on CPU (measured against torch: max abs error ~1e-6 on values, ~4e-6 on gradients, at
@@ -24,7 +26,7 @@ import math
 import operator
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -466,6 +468,147 @@ def _add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
 
 
 # --------------------------------------------------------------------------------------------
+# Steering clear of an XLA bug: the convolution operand swap.
+# --------------------------------------------------------------------------------------------
+#
+# XLA's algebraic simplifier swaps an ungrouped convolution's input and kernel when that makes
+# the kernel smaller (SwapConvolutionOperandsIfBeneficial in
+# xla/hlo/transforms/simplifiers/conv_operand_swapper.cc). It copies unchanged every spatial dim
+# whose window looks like a "group" dim (no padding, reversal or window dilation; base dilation =
+# window size = window stride + 1) without checking that the new kernel, the old input, has the
+# window's size there. When it does not, the swapped convolution is invalid and compilation
+# aborts the process ("Check failed ... Window dimensions do not match RHS shape"), with no
+# Python exception to catch.
+#
+# A plain conv never looks like that, but the convs JAX derives from a strided or dilated one
+# can, and so can a transposed conv's dilated-input conv: e.g. the input gradient of a dim with
+# kernel 2, stride 2, padding 1 and an even input size (jax.grad of conv2d on 6x8 with kernel
+# (3, 2), stride (3, 2), padding 1 aborts; so does conv_transpose2d's value for the same dim), or
+# the input gradient of the weight gradient of a dim with stride 1, dilation 2, padding 1 and
+# output size 2 (second derivatives of conv2d, forward mode of conv_transpose2d). Each such dim
+# is padded in the conv; padding the input beforehand instead (or, for the dilated-input conv,
+# adding one more zero each side and cropping the result) computes the same sums with windows
+# XLA handles, up to four transposes deep (checked for all sizes < 40, kernels <= 7, strides
+# <= 5, paddings <= 5, dilations <= 4). _ConvWindow follows JAX's transpose rules for
+# conv_general_dilated (jax/_src/lax/convolution.py) to find those dims. 1-D convs never abort
+# (a swap needs a second dim to gain from) nor do grouped ones (XLA swaps none), but they take
+# the same path: it is exact, and rare.
+
+
+def _dilated(size: int, dilation: int) -> int:
+    return 0 if size == 0 else (size - 1) * dilation + 1
+
+
+class _ConvWindow(NamedTuple):
+    """One spatial dim of a ``lax.conv_general_dilated``: operand sizes, window, dilations."""
+
+    lhs_size: int
+    rhs_size: int
+    stride: int
+    padding: tuple[int, int]
+    lhs_dilation: int
+    rhs_dilation: int
+
+    def output_size(self) -> int:
+        lo, hi = self.padding
+        span = _dilated(self.lhs_size, self.lhs_dilation) + lo + hi
+        return (span - _dilated(self.rhs_size, self.rhs_dilation)) // self.stride + 1
+
+    def lhs_transpose(self) -> _ConvWindow:
+        """The conv JAX transposes this one into w.r.t. its lhs (the input gradient)."""
+        out = self.output_size()
+        rhs_extent = _dilated(self.rhs_size, self.rhs_dilation)
+        before = rhs_extent - self.padding[0] - 1
+        after = (
+            _dilated(self.lhs_size, self.lhs_dilation)
+            + rhs_extent
+            - 1
+            - _dilated(out, self.stride)
+            - before
+        )
+        return _ConvWindow(
+            out, self.rhs_size, self.lhs_dilation, (before, after), self.stride, self.rhs_dilation
+        )
+
+    def rhs_transpose(self) -> _ConvWindow:
+        """The conv JAX transposes this one into w.r.t. its rhs (the kernel gradient)."""
+        out = self.output_size()
+        after = (
+            _dilated(out, self.stride)
+            - _dilated(self.lhs_size, self.lhs_dilation)
+            + _dilated(self.rhs_size, self.rhs_dilation)
+            - self.padding[0]
+            - 1
+        )
+        return _ConvWindow(
+            self.lhs_size,
+            out,
+            self.rhs_dilation,
+            (self.padding[0], after),
+            self.lhs_dilation,
+            self.stride,
+        )
+
+    def breaks_operand_swap(self) -> bool:
+        """Whether XLA's operand swap copies this dim unchanged though the sizes differ."""
+        copied = (
+            self.padding == (0, 0)
+            and self.rhs_dilation == 1
+            and self.lhs_dilation == self.rhs_size
+            and self.stride == self.rhs_size - 1
+        )
+        return copied and self.lhs_size != self.rhs_size
+
+    def derivatives_break_operand_swap(self, order: int = 4) -> bool:
+        """Whether the operand swap breaks this conv or one JAX derives from it in ``order`` steps.
+
+        Each step is a transpose (reverse mode); forward mode adds none. Four covers second
+        derivatives of ``conv_transpose*``, whose first derivatives are already up to three
+        transposes of the strided conv (see _conv_transpose_jvp).
+        """
+        if self.breaks_operand_swap():
+            return True
+        return order > 0 and any(
+            w.derivatives_break_operand_swap(order - 1)
+            for w in (self.lhs_transpose(), self.rhs_transpose())
+        )
+
+
+def _strided_conv(
+    x: jax.Array,
+    weight: jax.Array,
+    strides: Sequence[int],
+    pads: Sequence[tuple[int, int]],
+    dilations: Sequence[int],
+    groups: int,
+) -> jax.Array:
+    """``lax.conv_general_dilated`` in torch's layout, with derivatives XLA can compile.
+
+    Where a dim's derivatives would abort XLA (see _ConvWindow), its zero padding is applied
+    to the input beforehand instead of inside the conv: the same sums, and the derivative convs
+    then have windows XLA handles. Every other configuration is the plain conv.
+    """
+    n = x.ndim - 2
+    outside = [
+        _ConvWindow(size, k, s, pad, 1, d).derivatives_break_operand_swap()
+        for size, k, s, pad, d in zip(x.shape[2:], weight.shape[2:], strides, pads, dilations)
+    ]
+    if any(outside):
+        widths = [(lo, hi, 0) if out else (0, 0, 0) for (lo, hi), out in zip(pads, outside)]
+        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (0, 0, 0), *widths])
+        pads = [(0, 0) if out else pad for pad, out in zip(pads, outside)]
+    return lax.conv_general_dilated(
+        x,
+        weight,
+        window_strides=strides,
+        padding=pads,
+        rhs_dilation=dilations,
+        dimension_numbers=_dimension_numbers(n),
+        feature_group_count=groups,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Convolutions.
 # --------------------------------------------------------------------------------------------
 
@@ -521,15 +664,7 @@ def _conv(
     if n == 3:
         y = _conv3d_as_2d(x, weight, strides, pads, dilations, groups)
     else:
-        y = lax.conv_general_dilated(
-            x,
-            weight,
-            window_strides=strides,
-            padding=pads,
-            rhs_dilation=dilations,
-            dimension_numbers=_dimension_numbers(n),
-            feature_group_count=groups,
-        )
+        y = _strided_conv(x, weight, strides, pads, dilations, groups)
     y = _add_bias(y, bias)
     return y[0] if unbatched else y
 
@@ -553,14 +688,13 @@ def _conv3d_as_2d(x, weight, strides, pads, dilations, groups):
     ]
     stacked = jnp.stack(planes, axis=3)  # (N, C, D_out, kD, H, W)
     stacked = stacked.transpose(0, 2, 1, 3, 4, 5).reshape(n_ * d_out, c * k_d, h, w)
-    y = lax.conv_general_dilated(
+    y = _strided_conv(
         stacked,
         weight.reshape(o, c_g * k_d, *weight.shape[3:]),
-        window_strides=(s_h, s_w),
-        padding=pads[1:],
-        rhs_dilation=(d_h, d_w),
-        dimension_numbers=_dimension_numbers(2),
-        feature_group_count=groups,
+        (s_h, s_w),
+        pads[1:],
+        (d_h, d_w),
+        groups,
     )
     return y.reshape(n_, d_out, o, *y.shape[2:]).transpose(0, 2, 1, 3, 4)
 
@@ -687,16 +821,26 @@ def _conv_transpose_direct(x, weight, strides, pads, out_pads, dilations, groups
     w = jnp.swapaxes(w, 1, 2).reshape((c_out, c_in_g, *kernel))
     w = lax.rev(w, tuple(range(2, n + 2)))
     edge = [d * (k - 1) - p for k, d, p in zip(kernel, dilations, pads)]
-    return lax.conv_general_dilated(
+    # Where XLA would abort on this conv or its derivatives (see _ConvWindow), one more zero
+    # each side of the dim gives windows XLA handles; the two extra outputs are cropped.
+    out = conv_transpose_output_size(x.shape[2:], kernel, strides, pads, out_pads, dilations)
+    extra = [
+        int(_ConvWindow(size, k, 1, (e, e + op), s, d).derivatives_break_operand_swap())
+        for size, k, s, e, op, d in zip(x.shape[2:], kernel, strides, edge, out_pads, dilations)
+    ]
+    y = lax.conv_general_dilated(
         x,
         w,
         window_strides=(1,) * n,
-        padding=[(e, e + op) for e, op in zip(edge, out_pads)],
+        padding=[(e + m, e + op + m) for e, op, m in zip(edge, out_pads, extra)],
         lhs_dilation=strides,
         rhs_dilation=dilations,
         dimension_numbers=_dimension_numbers(n),
         feature_group_count=groups,
     )
+    if any(extra):
+        y = lax.slice(y, [0, 0, *extra], [*y.shape[:2], *(m + o for m, o in zip(extra, out))])
+    return y
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
@@ -721,15 +865,7 @@ def _conv_transpose_jvp(strides, pads, out_pads, dilations, groups, primals, tan
     def conv(u, w):  # the strided conv whose input gradient this transposed conv is
         if n == 3:
             return _conv3d_as_2d(u, w, strides, [(p, p) for p in pads], dilations, groups)
-        return lax.conv_general_dilated(
-            u,
-            w,
-            window_strides=strides,
-            padding=[(p, p) for p in pads],
-            rhs_dilation=dilations,
-            dimension_numbers=_dimension_numbers(n),
-            feature_group_count=groups,
-        )
+        return _strided_conv(u, w, strides, [(p, p) for p in pads], dilations, groups)
 
     def weight_grad(c):  # the strided conv's weight gradient at output gradient c
         return jax.vjp(lambda w: conv(c, w), weight)[1](x)[0]
