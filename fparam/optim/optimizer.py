@@ -339,13 +339,12 @@ class _ParamsKey:
 class Optimizer:
     """Base of fparam's optimizers (``torch.optim.Optimizer``'s constructor and groups).
 
-    Subclasses set ``hyperparameters`` (the float options that are pytree leaves) and
-    ``static_options`` (the options that change the computation, hence the compiled code),
-    and implement ``_update`` and the state hooks.
+    Subclasses set ``hyperparameters`` (the float options, packed into a pytree leaf; every
+    other option is static structure, so changing it recompiles) and implement ``_update``
+    and the state hooks (``_packed_state``, ``_state_leaves``, ``_set_state``).
     """
 
     hyperparameters: ClassVar[tuple[str, ...]] = ()
-    static_options: ClassVar[tuple[str, ...]] = ()
 
     defaults: ParamGroup
     param_groups: list[ParamGroup]
