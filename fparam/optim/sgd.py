@@ -67,9 +67,12 @@ class _PackedFlags(dict):  # type: ignore[type-arg]
     first needed (a step or ``state_dict``), so that reading an optimizer's groups does not
     wait for the step that produced it."""
 
+    # A class default: unpickling sets the items before the instance's attributes.
+    source: tuple[Any, dict[int, tuple[int, int]]] | None = None
+
     def __init__(self, packed: Any, spans: dict[int, tuple[int, int]]) -> None:
         super().__init__(dict.fromkeys(spans))
-        self.source: tuple[Any, dict[int, tuple[int, int]]] | None = (packed, spans)
+        self.source = (packed, spans)
 
     def _fill(self) -> None:
         if self.source is not None:

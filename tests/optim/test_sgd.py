@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import pickle
 import re
 import warnings
 from collections.abc import Callable
@@ -828,6 +829,28 @@ def test_deepcopy_steps_the_same_model_independently() -> None:
     g = grads_tree(m, random_grads(np.random.default_rng(7)))
     m1, opt1 = step(m, opt, g)
     m2, opt2 = step(m, twin, g)
+    for k, v in params_of(m1).items():
+        np.testing.assert_array_equal(params_of(m2)[k], v)
+    for k, v in buffers_of(opt1).items():
+        np.testing.assert_array_equal(buffers_of(opt2)[k], v)
+
+
+def test_pickled_optimizer_continues_identically() -> None:
+    m, opt, t, topt = _two_group_pair()
+    step = sgd_step(True)
+    rng = np.random.default_rng(23)
+    for _ in range(2):  # the second returns an optimizer nobody has read yet
+        g = random_grads(rng)
+        set_torch_grads(t, g)
+        topt.step()
+        m, opt = step(m, opt, grads_tree(m, g))
+    restored = pickle.loads(pickle.dumps(opt))
+    g = random_grads(rng)
+    set_torch_grads(t, g)
+    topt.step()
+    m1, opt1 = step(m, opt, grads_tree(m, g))
+    m2, opt2 = step(m, restored, grads_tree(m, g))
+    assert_same(m2, opt2, t, topt)
     for k, v in params_of(m1).items():
         np.testing.assert_array_equal(params_of(m2)[k], v)
     for k, v in buffers_of(opt1).items():
