@@ -41,6 +41,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import measure
 from jax import lax
 
 import fparam
@@ -299,20 +300,7 @@ def torch_runners(run: Callable[[int], Any]) -> dict[str, Callable[[int], Any]]:
     return out
 
 
-# --------------------------------------------------------------------------------- measuring
-
-
-def measure(runners: dict[str, Callable[[int], Any]], steps: int, repeats: int) -> dict[str, float]:
-    for run in runners.values():  # compile and warm up
-        run(steps)
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for r in range(repeats):
-        order = list(runners) if r % 2 == 0 else list(runners)[::-1]
-        for name in order:
-            start = time.perf_counter()
-            runners[name](steps)
-            times[name].append((time.perf_counter() - start) / steps)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+# --------------------------------------------------------------------------------- comparing programs
 
 
 _INSTR = re.compile(r"= (\w+\[[\d,]*\])(?:\{[^}]*\})? (convolution|dot)\(")

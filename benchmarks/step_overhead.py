@@ -8,7 +8,7 @@ Two workloads, each a full train step (forward, backward, momentum-SGD update):
 
 "raw JAX" is the same computation on a dict of arrays under ``jax.jit`` with a
 ``jax.tree.map`` momentum update (lr and momentum passed as arguments, as fparam's are leaves).
-The runs are interleaved (fparam, raw, torch, fparam, raw, ...) and the median of the repeats
+The runs are interleaved (fparam, raw, torch, torch, raw, fparam, ...) and the median of the repeats
 is reported, so machine noise hits every contender alike.
 
 ``--host-lr`` adds two fparam rows to (a): the lr read (``opt.param_groups[0]['lr']``) or set
@@ -20,14 +20,13 @@ Run: ``python benchmarks/step_overhead.py [--steps 200] [--repeats 15] [--host-l
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import measure
 
 from fparam import nn, optim
 
@@ -209,18 +208,6 @@ def torch_runner(w: dict[str, Any]) -> Callable[[int], Any] | None:
         return loss.item()
 
     return run
-
-
-def measure(runners: dict[str, Callable[[int], Any]], steps: int, repeats: int) -> dict[str, float]:
-    for run in runners.values():  # compile and warm up
-        run(steps)
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run(steps)
-            times[name].append((time.perf_counter() - start) / steps)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main(
