@@ -15,6 +15,14 @@ TRACED_MUTATION = (
     "`jax.tree.map(...)` over the module)."
 )
 
+CAPTURED_MUTATION = (
+    "cannot {action} on a {cls} inside a JAX transformation (jit, grad, vmap, scan, ...): the "
+    "module was built outside the transformation and reached it by closure, so the change would "
+    "happen once, at trace time (or leave traced arrays in your model after the trace). Pass "
+    "the module as an argument and return the changed copy, or make the change outside the "
+    "transformation."
+)
+
 PLAIN_CONTAINER = (
     "cannot assign a plain {container} holding {what} as attribute '{name}': fparam (like torch) "
     "would not register what is inside it, so it would be silently left out of parameters(), "
@@ -45,6 +53,12 @@ NOT_IN_TREE = "{what} is not part of this model: {detail}"
 LOAD_NOT_ARRAY = (
     'While copying the parameter named "{key}", expected an array or array-like object from '
     "checkpoint but received {type}"
+)
+
+LOAD_ASSIGN_NOT_FLOAT = (
+    'value for "{key}" has dtype {dtype}: with assign=True it would become a parameter that '
+    "requires gradients, and only floating point and complex arrays can (cast it, or set "
+    "requires_grad=False on the parameter first)"
 )
 
 LOAD_SIZE_MISMATCH = (

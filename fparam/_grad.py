@@ -35,7 +35,7 @@ def trainable_mask(tree: Any) -> list[bool]:
     def visit_module(module: Module) -> None:
         d = module.__dict__
         layout = d["_fp_layout"]
-        for name, requires_grad, _ in layout.params:
+        for name, requires_grad in layout.params:
             for leaf in jax.tree.leaves(d[name]):
                 mask.append(requires_grad and jnp.issubdtype(leaf.dtype, jnp.inexact))
         for name, _ in layout.buffers:

@@ -10,9 +10,32 @@ auxiliary data. Flattening is one ``itemgetter`` call over ``__dict__``; unflatt
 prepared dict; neither classifies anything. Layouts hash once, on construction, and compare by
 identity first, so JAX's cache lookup for an unchanged module is cheap.
 
-Every ``Parameter`` carries a ``uid`` that is part of the layout: it is how an optimizer built
-from ``model.fc.parameters()`` recognises its parameters in whatever copy of the model a
-transformation hands it later, as torch recognises them by object identity.
+Identity is not structure
+-------------------------
+Two models of one architecture (same classes, parameter names, ``requires_grad`` flags, static
+values and training mode) have *equal* tree structures, so a jitted step compiles once for all
+of them (a sweep, k-fold training, an EMA copy) and a tree of shardings built from one applies
+to the other. Nothing that tells two such models apart may live in the layout: JAX's compile
+cache hands back the *first* trace's output structure for every later call, so identity stored
+there would come back stale, attached to the wrong model.
+
+Identity therefore lives in two places outside the structure:
+
+* **Parameter objects** (``nn.Parameter(x)`` and the handles ``parameters()`` yields) have a
+  ``uid``; each module keeps ``{name: uid}`` of its own parameters in ``__dict__`` (never in the
+  layout, so copies made by JAX start without it and draw fresh uids when first asked). It is
+  what refuses the same parameter in two places of one model. A handle also remembers the
+  module and name it came from, so ``p.requires_grad = False`` and ``p.data = x`` write through
+  to the module, as they do in torch.
+* **Optimizers** identify a parameter by its place: the root model it belongs to and its
+  ``state_dict`` key there (resolved when the optimizer is built, through the parent links).
+  That place is the same in every copy JAX makes, which is what an optimizer needs inside
+  ``jit``; the price is that any model of the same architecture is "the same model" to an
+  optimizer, as it is to optax.
+
+Copies made by unflattening keep a weak link to their parent (one ``weakref`` per child
+module), so a handle taken from ``model.fc`` of a model returned by ``jit`` still knows it lives
+at ``fc`` of that model.
 """
 
 from __future__ import annotations
@@ -32,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fparam import _errors
+from fparam._dtypes import check_narrowing
 
 __all__ = ["Buffer", "Module", "Parameter", "StaticArrayWarning"]
 
@@ -143,11 +167,19 @@ class Parameter(_ParameterBase):
             require gradients (torch raises the same ``RuntimeError``).
     """
 
-    __slots__ = ("data", "requires_grad", "uid")
+    __slots__ = ("_name", "_owner", "_place", "data", "requires_grad", "uid")
 
     data: jax.Array
     requires_grad: bool
     uid: int
+    # Where the handle came from: the owning module and the attribute name (None for a
+    # parameter not assigned anywhere yet). Writes to `data` / `requires_grad` go through to
+    # that module while it still holds this parameter. A strong reference, as a torch
+    # Parameter keeps its storage: `SGD(Net().parameters())` must still find the model.
+    _owner: Module | None
+    _name: str | None
+    # An optimizer's handles: (root index, state_dict key) in the optimizer's models.
+    _place: tuple[int, str] | None
 
     def __init__(self, data: Any = None, requires_grad: bool = True) -> None:
         uid = data.uid if isinstance(data, Parameter) else _next_uid()
@@ -157,15 +189,65 @@ class Parameter(_ParameterBase):
                 "Only arrays of floating point and complex dtype can require gradients "
                 f"(got dtype {array.dtype}); pass requires_grad=False"
             )
-        self.data = array
-        self.requires_grad = bool(requires_grad)
-        self.uid = uid
+        _init_handle(self, array, bool(requires_grad), uid, None, None)
 
     @classmethod
-    def _handle(cls, data: Any, requires_grad: bool, uid: int) -> Parameter:
+    def _handle(
+        cls,
+        data: Any,
+        requires_grad: bool,
+        uid: int,
+        owner: Module | None = None,
+        name: str | None = None,
+    ) -> Parameter:
         handle = object.__new__(cls)
-        handle.data, handle.requires_grad, handle.uid = data, requires_grad, uid
+        _init_handle(handle, data, requires_grad, uid, owner, name)
         return handle
+
+    def _attached_owner(self) -> Module | None:
+        """The module this parameter is still part of, or None (never assigned, or replaced)."""
+        owner = self._owner
+        if owner is None or self._name is None:
+            return None
+        d = owner.__dict__
+        if d.get("_fp_uids", {}).get(self._name) != self.uid or d.get(self._name) is None:
+            return None
+        return owner
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # torch's freeze and re-initialisation idioms act on the module's parameter:
+        # `p.requires_grad = False` and `p.data = x` on a handle from parameters().
+        if name not in ("data", "requires_grad"):
+            raise AttributeError(
+                f"'Parameter' object attribute '{name}' is read-only (settable: data, "
+                "requires_grad)"
+            )
+        owner = self._attached_owner()
+        if name == "requires_grad":
+            flag = _requires_grad_flag(value)
+            if flag and not _can_require_grad(self.data):
+                raise RuntimeError(
+                    "only arrays of floating point and complex dtype can require gradients "
+                    f"(this parameter has dtype {self.data.dtype})"
+                )
+            if owner is not None:
+                owner._set_requires_grad(self._name, flag)  # type: ignore[arg-type]
+            object.__setattr__(self, "requires_grad", flag)
+        else:
+            array = _to_jax(value, "Parameter.data")
+            if owner is not None:
+                owner._set_parameter_data(self._name, array)  # type: ignore[arg-type]
+            object.__setattr__(self, "data", array)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Parameter:
+        """Set ``requires_grad`` in place (through to the owning module), as in torch."""
+        self.requires_grad = requires_grad
+        return self
+
+    def __reduce__(self) -> Any:
+        # A pickled handle travels without its owner (a weak reference cannot be pickled);
+        # unpickled, it is a free parameter, as an unpickled torch tensor is.
+        return (_restore_parameter, (self.data, self.requires_grad, self.uid, self._place))
 
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)
@@ -200,7 +282,40 @@ class Parameter(_ParameterBase):
         return f"Parameter containing:\n{self.data!r}{suffix}"
 
     def __deepcopy__(self, memo: dict[Any, Any]) -> Parameter:
-        return Parameter._handle(self.data, self.requires_grad, _copied_uid(self.uid, memo))
+        new = Parameter._handle(self.data, self.requires_grad, _copied_uid(self.uid, memo))
+        object.__setattr__(new, "_place", self._place)
+        return new
+
+
+def _init_handle(
+    handle: Parameter,
+    data: Any,
+    requires_grad: bool,
+    uid: int,
+    owner: Module | None,
+    name: str | None,
+) -> None:
+    setattr_ = object.__setattr__
+    setattr_(handle, "data", data)
+    setattr_(handle, "requires_grad", requires_grad)
+    setattr_(handle, "uid", uid)
+    setattr_(handle, "_owner", owner)
+    setattr_(handle, "_name", name)
+    setattr_(handle, "_place", None)
+
+
+def _restore_parameter(
+    data: Any, requires_grad: bool, uid: int, place: tuple[int, str] | None
+) -> Parameter:
+    handle = Parameter._handle(data, requires_grad, uid)
+    object.__setattr__(handle, "_place", place)
+    return handle
+
+
+def _requires_grad_flag(value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"requires_grad must be a bool, got {_typename(value)}")
+    return bool(value)
 
 
 _Operator = Callable[[Parameter, Any], Any]
@@ -346,14 +461,34 @@ def _check_static(owner: Module, name: str, value: Any) -> None:
 
 
 _INTERNAL = frozenset({"_fp_layout", "_fp_from_tree"})
+# Per-object bookkeeping that deepcopy and pickle do not carry over: identities and weak links.
+_NOT_PICKLED = frozenset({"_fp_uids", "_fp_parent", "_fp_trace"})
+_NOT_COPIED = _NOT_PICKLED | {"_fp_layout"}
+
+
+def _no_leaves(d: dict[str, Any]) -> tuple[Any, ...]:
+    return ()
+
+
+class _OneLeaf:
+    """``itemgetter`` for one name, returning a 1-tuple (and picklable, unlike a lambda)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, d: dict[str, Any]) -> tuple[Any, ...]:
+        return (d[self.name],)
 
 
 class _Layout:
     """What each attribute of one module is. Immutable; replaced whenever a kind changes.
 
-    ``params`` is ``((name, requires_grad, uid), ...)``, ``buffers`` is ``((name, persistent),
+    ``params`` is ``((name, requires_grad), ...)``, ``buffers`` is ``((name, persistent),
     ...)``, ``modules`` is ``(name, ...)``, all in registration order; ``statics`` maps every
-    other attribute to its value.
+    other attribute to its value. Nothing in it tells two models of one architecture apart
+    (see the module docstring).
     """
 
     __slots__ = (
@@ -373,7 +508,7 @@ class _Layout:
     def __init__(
         self,
         cls: type,
-        params: tuple[tuple[str, bool, int], ...],
+        params: tuple[tuple[str, bool], ...],
         buffers: tuple[tuple[str, bool], ...],
         modules: tuple[str, ...],
         statics: dict[str, Any],
@@ -387,10 +522,9 @@ class _Layout:
         self.leaf_names = names
         self.keys = tuple(jax.tree_util.GetAttrKey(n) for n in names)
         if not names:
-            self.getter: Callable[[dict[str, Any]], tuple[Any, ...]] = lambda d: ()
+            self.getter: Callable[[dict[str, Any]], tuple[Any, ...]] = _no_leaves
         elif len(names) == 1:
-            only = names[0]
-            self.getter = lambda d: (d[only],)
+            self.getter = _OneLeaf(names[0])
         else:
             self.getter = operator.itemgetter(*names)
         self.key = (
@@ -413,6 +547,9 @@ class _Layout:
             return True
         return isinstance(other, _Layout) and self.hash == other.hash and self.key == other.key
 
+    def __reduce__(self) -> Any:
+        return (_Layout, (self.cls, self.params, self.buffers, self.modules, self.statics))
+
     def __repr__(self) -> str:
         names = ", ".join(self.leaf_names)
         return f"{self.cls.__name__}Layout({names})"
@@ -431,7 +568,7 @@ class _Layout:
     def replace(
         self,
         *,
-        params: tuple[tuple[str, bool, int], ...] | None = None,
+        params: tuple[tuple[str, bool], ...] | None = None,
         buffers: tuple[tuple[str, bool], ...] | None = None,
         modules: tuple[str, ...] | None = None,
         statics: dict[str, Any] | None = None,
@@ -455,20 +592,102 @@ def _roots(module: Module) -> Iterator[tuple[Module, str]]:
     """Every root model ``module`` belongs to, with its dotted path there (``''`` if a root)."""
     holders = []
     parents = _PARENTS.get(module)
-    for parent in list(parents or ()):
+    candidates = list(parents or ())
+    link = module.__dict__.get("_fp_parent")
+    if not candidates and link is not None:
+        parent = link()
+        candidates = [] if parent is None else [parent]
+    for parent in candidates:
         d = parent.__dict__
         layout = d.get("_fp_layout")
         names = [n for n in layout.modules if d[n] is module] if layout is not None else []
         if names:
             holders.append((parent, names[0]))
-        else:
-            parents.discard(parent)  # type: ignore[union-attr]
+        elif parents:
+            parents.discard(parent)
     if not holders:
         yield module, ""
         return
     for parent, name in holders:
         for root, path in _roots(parent):
             yield root, _join(path, name)
+
+
+def _uids(module: Module) -> dict[str, int]:
+    """``{name: uid}`` of the module's parameters; a copy made by JAX draws fresh ones once."""
+    d = module.__dict__
+    uids = d.get("_fp_uids")
+    if uids is None:
+        uids = d["_fp_uids"] = {}
+    for name, _ in d["_fp_layout"].params:
+        if name not in uids:
+            uids[name] = _next_uid()
+    return uids  # type: ignore[no-any-return]
+
+
+try:  # JAX's current trace: how a mutation knows it runs inside a transformation
+    from jax._src import core as _jax_core
+
+    _EvalTrace = _jax_core.EvalTrace
+
+    def _current_trace() -> Any:
+        """The active JAX trace (jit, grad, vmap, scan, eval_shape...), or None at top level."""
+        trace = _jax_core.trace_ctx.trace
+        return None if isinstance(trace, _EvalTrace) else trace
+
+except (ImportError, AttributeError):  # pragma: no cover - a JAX without this internal
+
+    def _current_trace() -> Any:
+        return None
+
+
+# id(array) -> (array, module, name), all weak: which module slot a concrete parameter or buffer
+# array currently fills, so that torch's in-place initialisation, `nn.init.normal_(m.weight)`
+# as a statement, can write the new values into the module (see `write_back`).
+_OWNERS: dict[int, tuple[weakref.ref[Any], weakref.ref[Module], str]] = {}
+
+
+def _note_owner(value: Any, module: Module, name: str) -> None:
+    if not isinstance(value, jax.Array) or _is_tracer(value):
+        return
+    key = id(value)
+    try:
+        ref = weakref.ref(value, lambda _, key=key: _OWNERS.pop(key, None))  # type: ignore[misc]
+    except TypeError:  # pragma: no cover - an array type without weak references
+        return
+    _OWNERS[key] = (ref, weakref.ref(module), name)
+
+
+def write_back(original: Any, new: jax.Array) -> bool:
+    """Store ``new`` where ``original`` lives, as torch's in-place functions do; True if it did.
+
+    ``original`` is a ``Parameter`` handle (from ``parameters()``: it writes through to its
+    module) or the array a module attribute returned (``m.weight``): when that array is still
+    the current value of a module's parameter or buffer, the module gets ``new`` in its place.
+    Anything else (an array of no module, a traced value) is left alone.
+    """
+    if isinstance(original, Parameter):
+        if original._attached_owner() is None:
+            return False
+        original.data = new
+        return True
+    entry = _OWNERS.get(id(original)) if isinstance(original, jax.Array) else None
+    if entry is None:
+        return False
+    array_ref, module_ref, name = entry
+    module = module_ref()
+    if array_ref() is not original or module is None or module.__dict__.get(name) is not original:
+        return False
+    kind = module._fp_layout.kind(name)
+    if kind == "param":
+        module._set_parameter_data(name, _to_jax(new, name))
+    elif kind == "buffer":
+        module._check_mutable(f"set buffer '{name}'")
+        module.__dict__[name] = array = _to_jax(new, name)
+        _note_owner(array, module, name)
+    else:
+        return False
+    return True
 
 
 def _flatten(module: Module) -> tuple[tuple[Any, ...], _Layout]:
@@ -488,6 +707,15 @@ def _unflatten(layout: _Layout, children: Any) -> Module:
     d = layout.base.copy()
     d.update(zip(layout.leaf_names, children))
     object.__setattr__(module, "__dict__", d)
+    if layout.modules:
+        # A weak link up, so that a handle taken from a child of a copy knows its place
+        # (see the module docstring); cheap, and no reference cycle.
+        link = weakref.ref(module)
+        for name in layout.modules:
+            child = d[name]
+            # Only copies get the link (a tree.map with is_leaf may put anything there).
+            if isinstance(child, Module) and "_fp_from_tree" in child.__dict__:
+                child.__dict__["_fp_parent"] = link
     return module
 
 
@@ -555,8 +783,18 @@ class Module:
         d = self.__dict__
         if "_fp_layout" in d:  # a second __init__ call re-initialises, as in torch
             d.clear()
+        # Plain values set before super().__init__() (torch allows it) are static state like
+        # any other: into the layout, or every copy JAX makes would lose them.
+        early = {k: v for k, v in d.items() if not k.startswith("_fp_")}
+        for name, value in early.items():
+            _check_static(self, name, value)
+        statics = {**early, "training": True}
         d["training"] = True
-        d["_fp_layout"] = _Layout(type(self), (), (), (), {"training": True})
+        d["_fp_layout"] = _Layout(type(self), (), (), (), statics)
+        d["_fp_uids"] = {}
+        trace = _current_trace()
+        if trace is not None:
+            d["_fp_trace"] = weakref.ref(trace)
 
     def __deepcopy__(self: T, memo: dict[Any, Any]) -> T:
         """An independent copy whose parameters get fresh uids, as torch's deepcopy makes new
@@ -564,16 +802,40 @@ class Module:
         new = object.__new__(type(self))
         memo[id(self)] = new
         d = self.__dict__
-        copied = {k: copy.deepcopy(v, memo) for k, v in d.items() if k != "_fp_layout"}
+        copied = {k: copy.deepcopy(v, memo) for k, v in d.items() if k not in _NOT_COPIED}
         layout = d.get("_fp_layout")
         if layout is not None:
-            params = tuple((n, rg, _copied_uid(uid, memo)) for n, rg, uid in layout.params)
+            copied["_fp_uids"] = {n: _copied_uid(u, memo) for n, u in _uids(self).items()}
             statics = {k: copied[k] for k in layout.statics}  # the same objects as in __dict__
             copied["_fp_layout"] = _Layout(
-                layout.cls, params, layout.buffers, layout.modules, statics
+                layout.cls, layout.params, layout.buffers, layout.modules, statics
             )
+            # A deep copy is a new model being built: mutable, and linked to its new parents.
+            copied.pop("_fp_from_tree", None)
+            for name in layout.modules:
+                child = copied[name]
+                if child is not None:
+                    _PARENTS.setdefault(child, weakref.WeakSet()).add(new)
+        trace = _current_trace()
+        if trace is not None:
+            copied["_fp_trace"] = weakref.ref(trace)
         object.__setattr__(new, "__dict__", copied)
         return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Weak links cannot be pickled; identities are per process (an unpickled model has new
+        # parameters, as torch's has new tensors).
+        return {k: v for k, v in self.__dict__.items() if k not in _NOT_PICKLED}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "__dict__", dict(state))
+        layout = state.get("_fp_layout")
+        if layout is not None:
+            self.__dict__.pop("_fp_from_tree", None)
+            for name in layout.modules:
+                child = state[name]
+                if child is not None:
+                    _PARENTS.setdefault(child, weakref.WeakSet()).add(self)
 
     # ---------------------------------------------------------------- call
 
@@ -589,11 +851,22 @@ class Module:
     # ---------------------------------------------------------------- mutation guard
 
     def _check_mutable(self, action: str) -> None:
+        """Refuse a mutation that the active JAX transformation would silently lose.
+
+        Inside a trace, only a module built inside that same trace may change: the copy a
+        transformation made of its argument (concrete leaves under ``vmap(in_axes=None)``,
+        no leaves at all, or tracers) is thrown away when the trace ends, and a model captured
+        by closure would change once, at trace time, or keep tracers after the trace.
+        """
+        trace = _current_trace()
+        if trace is None:
+            return
         d = self.__dict__
-        if d.get("_fp_from_tree") and any(_is_tracer(leaf) for leaf in jax.tree.leaves(self)):
-            raise RuntimeError(
-                _errors.TRACED_MUTATION.format(action=action, cls=type(self).__name__)
-            )
+        created = d.get("_fp_trace")
+        if created is not None and created() is trace:
+            return
+        message = _errors.TRACED_MUTATION if d.get("_fp_from_tree") else _errors.CAPTURED_MUTATION
+        raise RuntimeError(message.format(action=action, cls=type(self).__name__))
 
     def _layout_or_raise(self, what: str) -> _Layout:
         layout = self.__dict__.get("_fp_layout")
@@ -605,6 +878,9 @@ class Module:
         d = self.__dict__
         d.update(values)
         d["_fp_layout"] = layout
+        for name, value in values.items():
+            if layout.kind(name) in ("param", "buffer"):
+                _note_owner(value, self, name)
 
     def _statics_without(self, layout: _Layout, name: str) -> dict[str, Any]:
         if name not in layout.statics:
@@ -647,9 +923,10 @@ class Module:
         for path, module in self._subtree():
             modules[id(module)] = path
             d = module.__dict__
-            for pname, _, uid in d["_fp_layout"].params:
+            module_uids = _uids(module)
+            for pname, _ in d["_fp_layout"].params:
                 if not (module is owner and pname == name) and d[pname] is not None:
-                    uids[uid] = _join(path, pname)
+                    uids[module_uids[pname]] = _join(path, pname)
         slot = _join(owner_path, name)
         if isinstance(value, Parameter):
             if value.uid in uids:
@@ -664,7 +941,7 @@ class Module:
             for _, module in replaced._subtree():
                 modules.pop(id(module), None)
             for _, module in replaced._subtree():
-                for _, _, uid in module.__dict__["_fp_layout"].params:
+                for uid in _uids(module).values():
                     uids.pop(uid, None)
         for path, module in value._subtree(slot):
             if id(module) in modules:
@@ -673,9 +950,11 @@ class Module:
                 raise ValueError(_errors.SHARED_MODULE.format(what=what, first=first, second=path))
             modules[id(module)] = path
             d = module.__dict__
-            for pname, _, uid in d["_fp_layout"].params:
+            module_uids = _uids(module)
+            for pname, _ in d["_fp_layout"].params:
                 if d[pname] is None:
                     continue
+                uid = module_uids[pname]
                 if uid in uids:
                     raise ValueError(
                         _errors.SHARED_MODULE.format(
@@ -698,6 +977,13 @@ class Module:
             object.__setattr__(self, name, value)
             return
         kind = layout.kind(name)
+        if isinstance(value, (Parameter, Module, Buffer)) and (not name or "." in name):
+            # torch raises this for parameters and buffers; for modules it registers a name
+            # its own load_state_dict cannot address, so fparam refuses that too.
+            what = {Parameter: "parameter", Buffer: "buffer"}.get(type(value), "module")
+            if not name:
+                raise KeyError(f'{what} name can\'t be empty string ""')
+            raise KeyError(f'{what} name can\'t contain "."')
         if isinstance(value, Parameter):
             self._set_parameter(name, value)
         elif kind == "param":
@@ -753,15 +1039,53 @@ class Module:
         if param is not None:
             self._check_no_sharing(name, param)
         requires_grad = param.requires_grad if param is not None else True
-        uid = param.uid if param is not None else _next_uid()
-        entry = (name, requires_grad, uid)
+        entry = (name, requires_grad)
         if layout.kind(name) == "param":  # keep the position, as torch's ordered dict does
             params = tuple(entry if p[0] == name else p for p in layout.params)
             new = layout.replace(params=params)
         else:
             new = self._remove_name(layout, name)
             new = new.replace(params=(*new.params, entry))
+        uids = _uids(self)
         self._commit(new, **{name: None if param is None else param.data})
+        if param is None:
+            uids.pop(name, None)
+        else:
+            uids[name] = param.uid
+            # The assigned object now stands for this parameter: `p.requires_grad = False`
+            # on it writes through, as on torch's Parameter.
+            object.__setattr__(param, "_owner", self)
+            object.__setattr__(param, "_name", name)
+
+    def _set_requires_grad(self, name: str, requires_grad: bool) -> None:
+        """A handle's ``requires_grad`` write (structure: the next jitted call retraces)."""
+        self._check_mutable(f"set requires_grad of parameter '{name}'")
+        layout = self._fp_layout
+        params = tuple((n, requires_grad) if n == name else (n, rg) for n, rg in layout.params)
+        self.__dict__["_fp_layout"] = layout.replace(params=params)
+
+    def _set_parameter_data(self, name: str, array: jax.Array) -> None:
+        """A handle's ``data`` write: the new array replaces the parameter's, in place."""
+        self._check_mutable(f"set the data of parameter '{name}'")
+        if _is_tracer(array):
+            raise TypeError(_errors.TRACED_STATIC.format(name=name, cls=type(self).__name__))
+        requires_grad = dict(self._fp_layout.params)[name]
+        if requires_grad and not _can_require_grad(array):
+            raise RuntimeError(
+                "only arrays of floating point and complex dtype can require gradients "
+                f"(parameter '{name}' would get dtype {array.dtype})"
+            )
+        self.__dict__[name] = array
+        _note_owner(array, self, name)
+
+    def _param_handle(self, name: str) -> Parameter | None:
+        """The ``Parameter`` handle of own parameter ``name`` (None when registered as None)."""
+        d = self.__dict__
+        value = d[name]
+        if value is None:
+            return None
+        requires_grad = dict(d["_fp_layout"].params)[name]
+        return Parameter._handle(value, requires_grad, _uids(self)[name], self, name)
 
     def _set_module(self, name: str, module: Module | None) -> None:
         layout = self._fp_layout
@@ -868,7 +1192,8 @@ class Module:
         for name, value in values.items():
             if layout.kind(name) not in ("param", "buffer"):
                 raise KeyError(f"'{name}' is not a parameter or buffer of {type(self).__name__}")
-            self.__dict__[name] = _to_jax(value, name)
+            self.__dict__[name] = array = _to_jax(value, name)
+            _note_owner(array, self, name)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup fails: every registered value lives in __dict__.
@@ -918,11 +1243,7 @@ class Module:
 
     @property
     def _parameters(self) -> OrderedDict[str, Parameter | None]:
-        d = self.__dict__
-        return OrderedDict(
-            (n, None if d[n] is None else Parameter._handle(d[n], rg, uid))
-            for n, rg, uid in d["_fp_layout"].params
-        )
+        return OrderedDict((n, self._param_handle(n)) for n, _ in self._fp_layout.params)
 
     @property
     def _buffers(self) -> OrderedDict[str, jax.Array | None]:
@@ -1001,10 +1322,12 @@ class Module:
     @staticmethod
     def _own_parameters(module: Module) -> Iterator[tuple[str, Any, Parameter]]:
         d = module.__dict__
-        for name, requires_grad, uid in d["_fp_layout"].params:
+        uids = _uids(module)
+        for name, requires_grad in d["_fp_layout"].params:
             value = d[name]
             if value is not None:
-                yield name, uid, Parameter._handle(value, requires_grad, uid)
+                uid = uids[name]
+                yield name, uid, Parameter._handle(value, requires_grad, uid, module, name)
 
     @staticmethod
     def _own_buffers(module: Module) -> Iterator[tuple[str, Any, jax.Array]]:
@@ -1064,9 +1387,10 @@ class Module:
     def get_parameter(self, target: str) -> Parameter:
         """The ``Parameter`` handle at the dotted path ``target``."""
         module, name = self._owner_and_name(target)
-        for pname, requires_grad, uid in module._fp_layout.params:
-            if pname == name and module.__dict__[name] is not None:
-                return Parameter._handle(module.__dict__[name], requires_grad, uid)
+        if module._fp_layout.kind(name) == "param":
+            handle = module._param_handle(name)
+            if handle is not None:
+                return handle
         raise AttributeError(f"`{name}` is not an nn.Parameter")
 
     def get_buffer(self, target: str) -> jax.Array:
@@ -1077,9 +1401,22 @@ class Module:
         return module.__dict__[name]
 
     def apply(self: T, fn: Callable[[Module], Any]) -> T:
-        """Call ``fn`` on every child (recursively) and then on this module; returns self."""
+        """Call ``fn`` on every child (recursively) and then on this module; returns self.
+
+        Inside ``fn``, torch's in-place initialisation works as a statement:
+        ``nn.init.normal_(m.weight, 0.0, 0.02)`` re-initialises ``m.weight`` (outside
+        transformations), whether the model was built here or returned by ``jit``.
+        """
+        for _, module in self.named_modules():
+            d = module.__dict__
+            layout = d["_fp_layout"]
+            for name in layout.leaf_names[: len(layout.params) + len(layout.buffers)]:
+                _note_owner(d[name], module, name)
+        return self._apply_to_tree(fn)
+
+    def _apply_to_tree(self: T, fn: Callable[[Module], Any]) -> T:
         for child in self.children():
-            child.apply(fn)
+            child._apply_to_tree(fn)
         fn(self)
         return self
 
@@ -1106,13 +1443,13 @@ class Module:
             d = module.__dict__
             layout = d["_fp_layout"]
             if requires_grad:
-                for name, _, _ in layout.params:
+                for name, _ in layout.params:
                     if d[name] is not None and not _can_require_grad(d[name]):
                         raise RuntimeError(
                             "Only arrays of floating point and complex dtype can require "
                             f"gradients (parameter '{name}' has dtype {d[name].dtype})"
                         )
-            params = tuple((n, bool(requires_grad), uid) for n, _, uid in layout.params)
+            params = tuple((n, bool(requires_grad)) for n, _ in layout.params)
             d["_fp_layout"] = layout.replace(params=params)
         return self
 
@@ -1137,11 +1474,11 @@ class Module:
                 metadata[module_prefix[:-1]] = {"version": 1}
             d = module.__dict__
             layout = d["_fp_layout"]
-            for name, requires_grad, uid in layout.params:
+            for name, _ in layout.params:
                 value = d[name]
                 if value is not None:
                     if keep_vars:
-                        value = Parameter._handle(value, requires_grad, uid)
+                        value = module._param_handle(name)
                     destination[module_prefix + name] = value
             for name, persistent in layout.buffers:
                 if persistent and d[name] is not None:
@@ -1178,7 +1515,7 @@ class Module:
         def load(module: Module, local: dict[str, Any], prefix: str) -> None:
             d = module.__dict__
             layout = d["_fp_layout"]
-            local_names = [n for n, _, _ in layout.params if d[n] is not None]
+            local_names = [n for n, _ in layout.params if d[n] is not None]
             local_names += [n for n, p in layout.buffers if p and d[n] is not None]
             for name in local_names:
                 key = prefix + name
@@ -1200,7 +1537,16 @@ class Module:
                         )
                     )
                     continue
-                staged.append((module, name, array))
+                # Convert now, so that a value that cannot be read fails before anything is
+                # written: all or nothing.
+                problem, new = _converted(array, current, assign, key)
+                trainable = dict(layout.params).get(name, False)
+                if problem is None and assign and trainable and not _can_require_grad(new):
+                    problem = _errors.LOAD_ASSIGN_NOT_FLOAT.format(key=key, dtype=new.dtype)
+                if problem is not None:
+                    errors.append(problem)
+                    continue
+                staged.append((module, name, new))
             # Collected whether strict or not, as torch does; only raising depends on `strict`.
             for key in local:
                 if not key.startswith(prefix):
@@ -1232,16 +1578,9 @@ class Module:
                 f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
                 + "\n\t".join(errors)
             )
-        for module, name, array in staged:
-            current = module.__dict__[name]
-            dtype = array.dtype if assign else current.dtype
-            # A copy: the checkpoint's buffer (a torch tensor's numpy view, say) may change later.
-            new = jnp.array(array, dtype=dtype, copy=True)
-            if isinstance(current, jax.Array) and current.committed:
-                # Keep an explicit placement (a device or a sharding the user chose); an
-                # uncommitted array stays uncommitted, so jit sees the same input placement.
-                new = jax.device_put(new, current.sharding)
+        for module, name, new in staged:
             module.__dict__[name] = new
+            _note_owner(new, module, name)
         return _IncompatibleKeys(missing, unexpected)
 
     # ---------------------------------------------------------------- repr
@@ -1270,6 +1609,30 @@ class Module:
 
 
 _register_pytree(Module)
+
+
+def _converted(array: Any, current: Any, assign: bool, key: str) -> tuple[str | None, Any]:
+    """``(problem, value)``: the checkpoint value as it will be stored (the module's dtype, or
+    its own with ``assign``, and the module's placement), or a description of why it cannot be.
+    """
+    try:
+        host = np.asarray(array) if not isinstance(array, jax.Array) else array
+        if isinstance(host, np.ndarray) and host.dtype.kind in "OSUVMm":
+            return f'value for "{key}" has dtype {host.dtype}, which is not numeric', None
+        dtype = jnp.dtype(host.dtype) if assign else current.dtype
+        target = jax.dtypes.canonicalize_dtype(dtype)
+        problem = check_narrowing(host, target, f'value for "{key}"')
+        if problem is not None:
+            return problem, None
+        # A copy: the checkpoint's buffer (a torch tensor's numpy view, say) may change later.
+        new = jnp.array(host, dtype=target, copy=True)
+    except (TypeError, ValueError) as error:
+        return f'value for "{key}" cannot be read as an array ({error})', None
+    if isinstance(current, jax.Array) and current.committed:
+        # Keep an explicit placement (a device or a sharding the user chose); an uncommitted
+        # array stays uncommitted, so jit sees the same input placement.
+        new = jax.device_put(new, current.sharding)
+    return None, new
 
 
 def _checkpoint_array(value: Any) -> Any:

@@ -411,9 +411,8 @@ class ParameterList(Module):
 
     def _entry(self, key: str) -> Any:
         """The stored object at ``key``: a Parameter handle for parameters, else the object."""
-        for name, requires_grad, uid in self._fp_layout.params:
-            if name == key:
-                return Parameter._handle(self.__dict__[key], requires_grad, uid)
+        if self._fp_layout.kind(key) == "param":
+            return self._param_handle(key)
         return self.__dict__[key]
 
     def __setitem__(self, idx: int, param: Any) -> None:
@@ -526,12 +525,12 @@ class ParameterDict(Module):
         return key in self._keys
 
     def _entries(self) -> list[tuple[str, Any]]:
-        params = {name: (rg, uid) for name, rg, uid in self._fp_layout.params}
+        params = dict(self._fp_layout.params)
         out = []
         for key in self._keys:
             value = self.__dict__[key]
             if key in params and value is not None:
-                value = Parameter._handle(value, *params[key])
+                value = self._param_handle(key)
             out.append((key, value))
         return out
 

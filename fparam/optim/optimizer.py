@@ -3,8 +3,17 @@
 An optimizer is a value. ``opt.step(model, grads)`` returns ``(new_model, new_opt)`` and never
 mutates its arguments, so it works inside ``jax.jit`` and ``jax.lax.scan``. Hyperparameters are
 pytree leaves (changing ``opt.param_groups[0]['lr']`` never recompiles); which parameters belong
-to which group is static, recorded by each ``Parameter``'s ``uid`` (torch records it by object
-identity).
+to which group is static.
+
+An optimizer knows its parameters by their *place*: the model they belong to (the first, second,
+... model the optimizer met) and their ``state_dict`` key there, found through the modules'
+parent links when the optimizer is built (``optim.SGD(model.fc.parameters())`` records
+``fc.weight`` and ``fc.bias`` of ``model``). torch knows them by object identity; fparam cannot,
+because JAX hands ``step`` a new copy of the model at every call and reuses one compiled program
+for every model of the same architecture (see ``fparam/_module.py``). A place is the same in all
+of those copies, so ``step(model, grads)`` finds the parameters in any of them, and in any other
+model of the same architecture (as an optax state applies to any matching tree). A model that
+lacks one of the places, or holds an array of another shape or dtype there, is refused.
 """
 
 from __future__ import annotations
@@ -12,12 +21,13 @@ from __future__ import annotations
 import copy
 import functools
 import warnings
+import weakref
 from typing import Any, ClassVar
 
 import jax
 import numpy as np
 
-from fparam._module import Module, Parameter, _typename, _unflatten
+from fparam._module import Module, Parameter, _join, _roots, _typename, _unflatten
 
 __all__ = ["Optimizer"]
 
@@ -319,7 +329,7 @@ class _ParamsKey:
 
     def __init__(self, handles: list[Parameter]) -> None:
         self.handles = handles
-        self.key = tuple((p.uid, p.requires_grad, tuple(p.shape), p.dtype) for p in handles)
+        self.key = tuple((_place_key(p), p.requires_grad, tuple(p.shape), p.dtype) for p in handles)
         self.hash = hash(self.key)
 
     @classmethod
@@ -392,8 +402,12 @@ class Optimizer:
                 names.append(item[0])
                 item = item[1]
             if isinstance(item, Parameter) and isinstance(item.data, jax.Array):
-                # Keep shape and dtype, not the array: the optimizer must not pin the weights.
+                # Keep shape, dtype and place, not the array: the optimizer must not pin the
+                # weights. A parameter not in any module yet is placed when it is first needed.
+                source = item
                 item = _shape_handle(item.uid, item.requires_grad, item.shape, item.dtype)
+                if not self._place(item, source):
+                    self.__dict__.setdefault("_fp_unplaced", {})[item.uid] = source
             if not isinstance(item, Parameter):
                 hint = (
                     " (pass model.parameters(): a plain array carries no identity to find it "
@@ -428,11 +442,47 @@ class Optimizer:
                 stacklevel=3,
             )
         seen = {p.uid for g in self.param_groups for p in g["params"]}
-        if seen & set(uids):
+        places = {p._place for g in self.param_groups for p in g["params"]} - {None}
+        if seen & set(uids) or places & {p._place for p in handles}:
             raise ValueError("some parameters appear in more than one parameter group")
         self._validate_group(group)
         self.param_groups.append(group)
         self._init_group_state(group)
+
+    def _place(self, handle: Parameter, source: Parameter) -> bool:
+        """Record where ``source`` lives (root model, state_dict key) on ``handle``; False when
+        it is not part of a module (yet)."""
+        owner = source._attached_owner()
+        if owner is None:
+            return False
+        found = list(_roots(owner))
+        if len(found) > 1:
+            models = ", ".join(
+                f"{type(r).__name__} (as '{_join(p, source._name or '')}')" for r, p in found
+            )
+            raise ValueError(
+                f"this parameter belongs to {len(found)} models: {models}. An optimizer steps "
+                "the model passed to step(); build it from that model's parameters()."
+            )
+        root, path = found[0]
+        roots: list[weakref.ref[Module]] = self.__dict__.setdefault("_fp_roots", [])
+        index = next((i for i, ref in enumerate(roots) if ref() is root), len(roots))
+        if index == len(roots):
+            roots.append(weakref.ref(root))
+        object.__setattr__(handle, "_place", (index, _join(path, source._name or "")))
+        return True
+
+    def _place_pending(self) -> None:
+        """Place the parameters that were not in a module when the optimizer was built."""
+        pending = self.__dict__.get("_fp_unplaced")
+        if not pending:
+            return
+        for group in self.param_groups:
+            for handle in group["params"]:
+                source = pending.get(handle.uid)
+                if source is not None and handle._place is None and self._place(handle, source):
+                    del pending[handle.uid]
+                    group.params_key = None  # the structure records places
 
     def _validate_group(self, group: ParamGroup) -> None:
         """Per-group checks of a subclass (torch validates only its defaults)."""
@@ -476,6 +526,9 @@ class Optimizer:
     def _layout(self) -> _OptimizerLayout:
         """The pytree structure, recomputed only after a group or the group list changed."""
         d = self.__dict__
+        if d.get("_fp_unplaced"):
+            self._place_pending()
+            d.pop("_fp_layout", None)
         groups = self.param_groups
         defaults = self.defaults
         cached = d.get("_fp_layout")
@@ -665,7 +718,8 @@ class Optimizer:
     def __getstate__(self) -> dict[str, Any]:
         if "_fp_tree" in self.__dict__:
             self._materialize()
-        return self.__dict__
+        # Weak references to the models cannot be pickled; places are enough to step.
+        return {k: v for k, v in self.__dict__.items() if k != "_fp_roots"}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Optimizer:
         """An independent optimizer for the same parameters.
@@ -691,44 +745,44 @@ class Optimizer:
             for pi, p in enumerate(g["params"])
         }
 
+    def _match_models(self, models: list[Any]) -> list[Any]:
+        """The module of ``models`` standing for each of the optimizer's roots (None if absent).
+
+        Positional when the counts agree (``step((gen, disc), ...)`` in the order the
+        optimizer met them); otherwise, outside a transformation, by object identity.
+        """
+        n_roots = 1 + max(
+            (p._place[0] for g in self.param_groups for p in g["params"] if p._place), default=0
+        )
+        if len(models) == n_roots:
+            return list(models)
+        refs = self.__dict__.get("_fp_roots") or []
+        by_identity = []
+        for ref in refs:
+            root = ref()
+            by_identity.append(next((m for m in models if m is root), None))
+        if any(m is not None for m in by_identity):
+            return by_identity
+        return [*models[:n_roots], *([None] * (n_roots - len(models)))]
+
     def step(self, model: Any, grads: Any) -> tuple[Any, Optimizer]:
         """One optimization step: returns ``(new_model, new_optimizer)``.
 
         Arguments:
-            model: a Module, or any pytree of Modules, holding this optimizer's parameters.
+            model: the Module whose parameters built this optimizer (any copy of it, e.g. the
+                one a jitted step returned, or another model of the same architecture), or a
+                tuple/list of such modules when the parameters came from several, in the order
+                the optimizer met them.
             grads: gradients with the structure of ``model`` (from ``jax.grad`` or
                 ``fparam.grad``). A ``None`` gradient skips its parameter entirely, as torch
-                skips ``p.grad is None``; frozen parameters (``requires_grad=False``) are never
-                touched.
+                skips ``p.grad is None``; frozen parameters (``requires_grad=False`` in the
+                model) are never touched.
 
         Returns:
             The updated model (same structure) and the optimizer with its new state.
         """
+        self._place_pending()
         slots = self._slots()
-        found: set[int] = set()
-        updates: dict[int, tuple[Any, Any]] = {}
-
-        def collect(module: Module, grad_module: Any, path: str) -> None:
-            d = module.__dict__
-            layout = d["_fp_layout"]
-            if not isinstance(grad_module, Module) or (
-                grad_module.__dict__["_fp_layout"].leaf_names != layout.leaf_names
-            ):
-                raise ValueError(
-                    f"grads do not have the structure of the model at '{path or '<root>'}': "
-                    f"expected a {type(module).__name__} with fields {layout.leaf_names}, got "
-                    f"{type(grad_module).__name__}"
-                )
-            gd = grad_module.__dict__
-            for name, requires_grad, uid in layout.params:
-                if uid in slots:
-                    found.add(uid)
-                    if requires_grad and d[name] is not None and gd[name] is not None:
-                        updates[uid] = (d[name], gd[name])
-            for name in layout.modules:
-                if d[name] is not None:
-                    collect(d[name], gd[name], f"{path}.{name}" if path else name)
-
         models = jax.tree.leaves(model, is_leaf=lambda x: isinstance(x, Module))
         grad_models = jax.tree.leaves(grads, is_leaf=lambda x: isinstance(x, Module) or x is None)
         if len(models) != len(grad_models):
@@ -736,24 +790,44 @@ class Optimizer:
                 f"grads do not have the structure of the model: {len(models)} modules vs "
                 f"{len(grad_models)} gradient entries"
             )
-        for m, g in zip(models, grad_models):
-            if isinstance(m, Module):
-                collect(m, g, "")
-        missing = set(slots) - found
+        grad_of = {id(m): g for m, g in zip(models, grad_models)}
+        roots = self._match_models([m for m in models if isinstance(m, Module)])
+        updates: dict[int, tuple[Any, Any]] = {}
+        new_slot: dict[tuple[int, str], int] = {}  # (id(module), name) -> uid
+        missing: list[str] = []
+        for group in self.param_groups:
+            for handle in group["params"]:
+                place = handle._place
+                root = roots[place[0]] if place is not None else None
+                found = None if root is None else _locate(root, grad_of[id(root)], place[1])
+                if found is None or not _same_kind(found[0].__dict__[found[2]], handle):
+                    missing.append(place[1] if place is not None else "<not in any module>")
+                    continue
+                module, grad_module, name = found
+                requires_grad = dict(module.__dict__["_fp_layout"].params)[name]
+                value, grad = module.__dict__[name], grad_module.__dict__[name]
+                if requires_grad and value is not None and grad is not None:
+                    updates[handle.uid] = (value, grad)
+                    new_slot[(id(module), name)] = handle.uid
         if missing:
+            shown = ", ".join(f"'{k}'" for k in missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise ValueError(
                 f"{len(missing)} of this optimizer's {len(slots)} parameters are not in the model "
-                "passed to step(): pass the model (or a tuple of the models) whose parameters "
-                "built the optimizer, or a copy of it made by JAX (parameters keep their "
-                "identity through jit, grad and tree.map); a module rebuilt from scratch has new "
-                "parameters."
+                f"passed to step() ({shown}): pass the model (or a tuple of the models, in the "
+                "order the optimizer met them) whose parameters built the optimizer, or a copy "
+                "of it; an optimizer finds its parameters by their state_dict keys, shapes "
+                "and dtypes."
             )
         new_opt, new_values = self._update(updates, slots)
 
         def rebuild(module: Module) -> Module:
             d = module.__dict__
             layout = d["_fp_layout"]
-            children: list[Any] = [new_values.get(uid, d[n]) for n, _, uid in layout.params]
+            key = id(module)
+            children: list[Any] = []
+            for n, _ in layout.params:
+                uid = new_slot.get((key, n))
+                children.append(d[n] if uid is None else new_values.get(uid, d[n]))
             children += [d[n] for n, _ in layout.buffers]
             children += [None if d[n] is None else rebuild(d[n]) for n in layout.modules]
             return _unflatten(layout, children)
@@ -784,6 +858,45 @@ class Optimizer:
                 if key != "params":
                     text += f"    {key}: {_scalar(group[key])}\n"
         return text + ")"
+
+
+def _place_key(handle: Parameter) -> Any:
+    """A handle's place as structure; a parameter not in a module yet is known by its uid."""
+    return handle._place if handle._place is not None else ("unplaced", handle.uid)
+
+
+def _same_kind(value: Any, handle: Parameter) -> bool:
+    return (
+        value is not None
+        and tuple(value.shape) == tuple(handle.shape)
+        and value.dtype == handle.dtype
+    )
+
+
+def _locate(module: Module, grad_module: Any, key: str) -> tuple[Module, Module, str] | None:
+    """The module holding parameter ``key`` under ``module``, its gradient counterpart and the
+    name; None when ``module`` has no parameter there. A gradient tree that does not follow
+    the model along the way is an error."""
+    *path, name = key.split(".")
+    where = ""
+    for step in [*path, None]:
+        d = module.__dict__
+        layout = d["_fp_layout"]
+        if not isinstance(grad_module, Module) or (
+            grad_module.__dict__["_fp_layout"].leaf_names != layout.leaf_names
+        ):
+            raise ValueError(
+                f"grads do not have the structure of the model at '{where or '<root>'}': "
+                f"expected a {type(module).__name__} with fields {layout.leaf_names}, got "
+                f"{type(grad_module).__name__}"
+            )
+        if step is None:
+            return (module, grad_module, name) if layout.kind(name) == "param" else None
+        if step not in layout.modules or d[step] is None:
+            return None
+        module, grad_module = d[step], grad_module.__dict__[step]
+        where = _join(where, step)
+    return None  # pragma: no cover - the loop returns
 
 
 def _shape_handle(uid: int, requires_grad: bool, shape: Any, dtype: Any) -> Parameter:

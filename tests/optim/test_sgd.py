@@ -464,10 +464,21 @@ def test_model_missing_the_optimizers_parameters() -> None:
         ValueError, match=r"5 of this optimizer's 10 parameters are not in the model"
     ):
         opt.step(m1, grads_tree(m1, g))
-    fresh = Net()  # rebuilt from scratch: new parameters
+    # An optimizer knows its parameters by state_dict key, shape and dtype: a model of another
+    # architecture is refused, naming the keys it lacks ...
+    other = Leaf(3)
     opt = optim.SGD(m1.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match="not in the model"):
-        opt.step(fresh, grads_tree(fresh, g))
+    with pytest.raises(ValueError, match=r"5 of .* not in the model .*'scale', 'a.weight'"):
+        opt.step(other, jax.tree.map(jnp.zeros_like, other))
+    wider = Net()
+    wider.b = Leaf(5)  # same keys, other shapes
+    with pytest.raises(ValueError, match=r"2 of .* \('b.weight', 'b.bias'\)"):
+        opt.step(wider, jax.tree.map(jnp.zeros_like, wider))
+    # ... and a freshly built model of the same architecture is stepped like the original (one
+    # compiled program serves every model of an architecture; see fparam/optim/optimizer.py).
+    fresh = Net()
+    stepped, _ = opt.step(fresh, grads_tree(fresh, g))
+    np.testing.assert_allclose(stepped.scale, -0.1 * g["scale"], rtol=1e-6)
 
 
 def test_wrong_grads_structure() -> None:
