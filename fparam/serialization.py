@@ -424,7 +424,7 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(header)
             for _, array in ordered:
-                handle.write(memoryview(_bytes_of(array)))
+                handle.write(_bytes_of(array).data)
             handle.flush()
             if mode is not None and hasattr(os, "fchmod"):
                 os.fchmod(handle.fileno(), mode)
