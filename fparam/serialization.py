@@ -382,6 +382,10 @@ def _create_temp(target: Path, mode: int | None) -> tuple[int, Path]:
             return os.open(name, flags, 0o666 if mode is None else 0o600), name
         except FileExistsError:  # pragma: no cover - a 32-bit random name collided
             continue
+        except OSError as error:  # e.g. a read-only directory: name the destination
+            raise type(error)(
+                error.errno, f"cannot save to {target}: {error.strerror}", str(name)
+            ) from error
 
 
 def _fsync_directory(directory: Path) -> None:

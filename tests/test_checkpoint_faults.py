@@ -334,6 +334,32 @@ def test_a_250_character_name_saves(tmp_path: Path) -> None:
     assert _files(tmp_path) == [path.name]
 
 
+def test_a_missing_directory_names_the_destination(tmp_path: Path) -> None:
+    path = tmp_path / "absent" / "c.safetensors"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"cannot save to {path}")):
+        fparam.save({"w": np.ones(1, np.float32)}, path)
+    assert _files(tmp_path) == []
+
+
+def test_a_read_only_directory_names_the_destination(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.safetensors"
+    before = _good(path)
+    real_open = os.open
+
+    def read_only(name: Any, flags: int, *args: Any) -> int:
+        if flags & os.O_CREAT:  # what a directory without write permission answers
+            raise PermissionError(13, "Permission denied", str(name))
+        return real_open(name, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(PermissionError, match=re.escape(f"cannot save to {path}")):
+        fparam.save({"v": np.ones(1, np.float32)}, path)
+    monkeypatch.undo()
+    assert _snapshot(path) == before
+
+
 # --------------------------------------------------------------------------- #15: checksums
 
 
