@@ -443,20 +443,30 @@ def test_edited_metadata_is_detected(tmp_path: Path) -> None:
 
 
 def test_checksummed_files_load_in_torch_and_torch_files_load_here(tmp_path: Path) -> None:
-    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
-    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model, opt = _trained_sgd()
     fparam.save(model, tmp_path / "m.safetensors")
     fparam.save(opt, tmp_path / "o.safetensors")
-    twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    twin = torch.nn.Sequential(torch.nn.Linear(3, 2))
     twin.load_state_dict(safetensors.torch.load_file(tmp_path / "m.safetensors"))
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(twin.state_dict()[key].numpy(), np.asarray(value))
-    assert sorted(safetensors.torch.load_file(tmp_path / "o.safetensors")) == []  # no buffers yet
+    buffers = safetensors.torch.load_file(tmp_path / "o.safetensors")  # dotted keys
+    for index, entry in opt.state_dict()["state"].items():
+        got = buffers[f"state.{index}.momentum_buffer"].numpy()
+        np.testing.assert_array_equal(got, np.asarray(entry["momentum_buffer"]))
     safetensors.torch.save_file(twin.state_dict(), tmp_path / "t.safetensors")
-    fresh = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    fresh = nn.Sequential(nn.Linear(3, 2))
     fresh.load_state_dict(fparam.load(tmp_path / "t.safetensors"))
     for key, value in twin.state_dict().items():
         np.testing.assert_array_equal(np.asarray(fresh.state_dict()[key]), value.numpy())
+
+
+def test_big_endian_arrays_are_stored_little_endian(tmp_path: Path) -> None:
+    values = np.arange(6, dtype=">f4").reshape(2, 3)
+    path = tmp_path / "be.safetensors"
+    fparam.save({"v": values}, path)
+    np.testing.assert_array_equal(np.asarray(fparam.load(path)["v"]), values)
+    np.testing.assert_array_equal(safetensors.torch.load_file(path)["v"].numpy(), values)
 
 
 # --------------------------------------------------------------------------- #15: optimizer files
