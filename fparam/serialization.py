@@ -3,8 +3,8 @@
 **Layout.** A safetensors file: 8 bytes (little-endian header length), a JSON header (one entry
 per tensor, ``{"dtype", "shape", "data_offsets"}``, and ``"__metadata__"``, a str -> str map)
 padded with spaces to a multiple of 8 bytes, then the raw little-endian tensor data. A module
-``state_dict()`` is stored key for key, so the file is what torch's
-``safetensors.torch.save_file(model.state_dict(), path)`` writes and loads into torch with
+``state_dict()`` is stored key for key, so the file holds what torch's
+``safetensors.torch.save_file(model.state_dict(), path)`` would write and loads into torch with
 ``safetensors.torch.load_file`` + ``load_state_dict``; a file torch wrote loads here the same
 way. fparam writes the bytes itself, deterministically: tensors sorted by item size (largest
 first, so each is aligned to its item size) then by key, metadata keys sorted, so two saves of
@@ -26,6 +26,8 @@ the same state write the same bytes.
   it guards against accidents (bit rot, a bad copy, a hand edit), not an adversary, and zlib's
   runs at ~1.9 GB/s here against ~0.5 GB/s for blake2b, so verifying costs little next to
   reading the file. A mismatch raises :class:`CheckpointError` naming the file and the key.
+  A file without this entry (torch's, an older fparam's) loads unchecked; to edit a file's
+  metadata by hand, drop the entry (an edit that keeps it is refused as corruption).
 
 **What save refuses** (before the destination is touched, so a good checkpoint is never
 replaced by a file ``load`` cannot read): dtypes outside ``SUPPORTED_DTYPES`` (float8, int4,
@@ -51,7 +53,9 @@ bits (a ``0600`` checkpoint stays ``0600``); a new one gets what ``open(path, "w
 destination's name>-<6 hex: host>-<pid>-<8 hex>.tmp``), so any legal file name can be a
 destination. A save killed mid-write (``SIGKILL``, power loss) leaves its temporary behind; the
 next save of the same destination removes those whose writer process (same host, by pid) is
-gone. Temporaries of live writers, of other hosts and of other destinations are left alone.
+gone. Temporaries of live writers, of other hosts and of other destinations are left alone
+(a dead writer whose pid was reused looks alive: its temporary stays until the pid is free;
+on Windows, where a pid cannot be probed safely, none is removed).
 
 **Not regular files.** A directory, named pipe, socket or device as the path raises
 ``CheckpointError`` on load and on save; a named pipe is never opened (``stat`` first, then
