@@ -1617,10 +1617,8 @@ def _converted(array: Any, current: Any, assign: bool, key: str) -> tuple[str | 
     """
     try:
         host = np.asarray(array) if not isinstance(array, jax.Array) else array
-        if isinstance(host, np.ndarray) and host.dtype.kind in "OSUVMm":
-            return f'value for "{key}" has dtype {host.dtype}, which is not numeric', None
-        dtype = jnp.dtype(host.dtype) if assign else current.dtype
-        target = jax.dtypes.canonicalize_dtype(dtype)
+        # With assign the value keeps its dtype, as far as JAX can hold it (64-bit types off).
+        target = jax.dtypes.canonicalize_dtype(host.dtype) if assign else current.dtype
         problem = check_narrowing(host, target, f'value for "{key}"')
         if problem is not None:
             return problem, None

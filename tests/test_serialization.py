@@ -275,7 +275,7 @@ def _fail(*args: Any, **kwargs: Any) -> None:
     [
         (os, "replace"),  # everything written, the rename fails
         (os, "fsync"),  # a failure mid-write
-        (safetensors.numpy, "save"),  # the serializer fails before any file exists
+        (fparam.serialization, "_prepare"),  # the serializer fails before any file exists
     ],
 )
 def test_a_failed_write_leaves_the_previous_file(

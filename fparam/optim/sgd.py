@@ -328,6 +328,9 @@ class SGD(Optimizer):
         Group options are taken from the saved dict, as torch does; buffers are cast to each
         parameter's dtype. All or nothing: on error the optimizer is unchanged.
         """
+        from fparam.optim._checks import check_optimizer_state
+
+        check_optimizer_state(state_dict, type(self).__name__)
         if any(_is_tracer(leaf) for leaf in jax.tree.leaves(self)):
             raise RuntimeError(
                 "cannot load_state_dict() into an optimizer inside a JAX transformation"
