@@ -1,7 +1,7 @@
 """fparam: PyTorch's nn.Parameter / nn.Module programming model, rebuilt functionally on JAX."""
 
 from fparam import nn, optim
-from fparam._grad import grad, value_and_grad
+from fparam._grad import grad, stateful, value_and_grad
 from fparam._module import Buffer, Module, Parameter
 from fparam._random import manual_seed
 from fparam.interop import from_torch
@@ -18,6 +18,7 @@ __all__ = [
     "nn",
     "optim",
     "save",
+    "stateful",
     "value_and_grad",
 ]
 

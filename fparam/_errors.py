@@ -23,6 +23,15 @@ CAPTURED_MUTATION = (
     "transformation."
 )
 
+BUFFER_UPDATE_LOST = (
+    "a {cls} in training mode updated its buffers ({names}) inside a JAX transformation where "
+    "the update cannot reach your model: the module is a copy made for the trace. Compute the "
+    "loss with fparam.value_and_grad / fparam.grad (not jax.grad), which carry the new buffers "
+    "into the model you pass them (return it, e.g. `model, opt = opt.step(model, grads)`); for "
+    "a forward with no gradient use `out = fparam.stateful(fn)(model, x)` and return `model`; "
+    "or call model.eval() first if the statistics should not change."
+)
+
 PLAIN_CONTAINER = (
     "cannot assign a plain {container} holding {what} as attribute '{name}': fparam (like torch) "
     "would not register what is inside it, so it would be silently left out of parameters(), "

@@ -5,6 +5,10 @@ included. These wrappers split the differentiated arguments into trainable param
 (``requires_grad=True``; any floating array outside a module counts too) and everything else,
 once per trace; the returned gradient has the argument's structure, with ``None`` where nothing
 was differentiated, so ``opt.step`` skips those leaves exactly as torch skips ``grad is None``.
+
+Buffers a forward changes (BatchNorm's running statistics) are carried out of the function into
+the modules the wrapper was given (see ``fparam/_state.py``); :func:`stateful` does the same for
+a forward that needs no gradient.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from fparam import _state
 from fparam._module import Module
 
-__all__ = ["grad", "trainable_mask", "value_and_grad"]
+__all__ = ["grad", "stateful", "trainable_mask", "value_and_grad"]
 
 
 def _is_module(x: Any) -> bool:
@@ -86,14 +91,82 @@ def value_and_grad(
                 it = iter(chosen)
                 merged = [next(it) if m else x for x, m in zip(leaves, mask)]
                 new_args[i] = jax.tree.unflatten(treedef, merged)
-            return fun(*new_args, **kwargs)
+            out, changes = _state.run_collecting(
+                _modules_of(new_args[i] for i in nums), lambda: fun(*new_args, **kwargs)
+            )
+            # Where each new buffer goes is static; the values leave as auxiliary output.
+            places[:] = [[(i, n) for i, n, _ in updates] for updates in changes]
+            values = [[v for _, _, v in updates] for updates in changes]
+            if has_aux:
+                value, aux = out
+                return value, (aux, values)
+            return out, values
 
-        value, grads = jax.value_and_grad(inner, has_aux=has_aux)(diff)
+        places: list[list[tuple[int, str]]] = []
+        (value, aux_values), grads = jax.value_and_grad(inner, has_aux=True)(diff)
+        if has_aux:
+            aux, values = aux_values
+            value = (value, aux)
+        else:
+            values = aux_values
+        for module, where, new in zip(_modules_of(args[i] for i in nums), places, values):
+            _state.apply_updates(module, [(i, n, v) for (i, n), v in zip(where, new)])
         out = []
         for (_, treedef, mask), g in zip(split, grads):
             it = iter(g)
             out.append(jax.tree.unflatten(treedef, [next(it) if m else None for m in mask]))
         return value, (out[0] if single else tuple(out))
+
+    return wrapped
+
+
+def _modules_of(trees: Any) -> list[Module]:
+    """The modules in ``trees`` (each a module or a pytree holding modules), in leaf order."""
+    return [
+        node
+        for tree in trees
+        for node in jax.tree.leaves(tree, is_leaf=_is_module)
+        if isinstance(node, Module)
+    ]
+
+
+def stateful(fun: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    """Run ``fun`` so that the buffer updates its forwards make reach the modules given to it.
+
+    The gradient-free counterpart of :func:`value_and_grad`'s state handling, for a forward
+    that changes buffers inside ``jit`` (a BatchNorm recalibration pass)::
+
+        @jax.jit
+        def recalibrate(model, x):
+            fparam.stateful(lambda m: m(x))(model)   # model.bn's running statistics change
+            return model                             # and travel out with it
+
+    Arguments:
+        fun: the function to run.
+        argnums: which positional argument(s) hold the modules whose buffers may change.
+
+    Returns:
+        A function with ``fun``'s signature and result; as a side effect, the module arguments
+        hold the new buffers (in place eagerly, as torch does; on the trace's copy under
+        ``jit``, so return it).
+    """
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        given = _modules_of(args[i] for i in nums)
+        copies = [jax.tree.map(lambda x: x, m) for m in given]
+        new_args = list(args)
+        it = iter(copies)
+        for i in nums:
+            new_args[i] = jax.tree.map(
+                lambda node: next(it) if isinstance(node, Module) else node,
+                args[i],
+                is_leaf=_is_module,
+            )
+        out, changes = _state.run_collecting(copies, lambda: fun(*new_args, **kwargs))
+        for module, updates in zip(given, changes):
+            _state.apply_updates(module, updates)
+        return out
 
     return wrapped
 

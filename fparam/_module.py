@@ -1078,6 +1078,51 @@ class Module:
         self.__dict__[name] = array
         _note_owner(array, self, name)
 
+    def _update_buffers(self, **values: Any) -> None:
+        """Set buffers from a forward (BatchNorm's running statistics), as torch does in place.
+
+        Eagerly, and on a module built inside the current trace: in place. On a copy that
+        ``fparam.value_and_grad`` / ``fparam.grad`` / ``fparam.stateful`` are running: into
+        the copy, and the wrapper carries the values out to the module it was given. Anywhere
+        else inside a transformation the update would be lost: ``BufferUpdateError``.
+        """
+        from fparam import _state
+
+        trace = _current_trace()
+        d = self.__dict__
+        if trace is not None:
+            created = d.get("_fp_trace")
+            mine = created is not None and created() is trace
+            if not mine and not _state.is_collected(self):
+                raise _state.BufferUpdateError(
+                    _errors.BUFFER_UPDATE_LOST.format(
+                        cls=type(self).__name__, names=", ".join(values)
+                    )
+                )
+        layout = d["_fp_layout"]
+        for name, value in values.items():
+            if layout.kind(name) != "buffer":
+                raise KeyError(f"'{name}' is not a buffer of {type(self).__name__}")
+            d[name] = value
+            if trace is None:
+                _note_owner(value, self, name)
+
+    def _write_buffer(self, name: str, value: Any) -> None:
+        """Store a buffer value a collecting wrapper carried out of its trace (see _state)."""
+        trace = _current_trace()
+        d = self.__dict__
+        if trace is not None and not d.get("_fp_from_tree"):
+            created = d.get("_fp_trace")
+            if created is None or created() is not trace:
+                raise RuntimeError(
+                    _errors.CAPTURED_MUTATION.format(
+                        action=f"update buffer '{name}'", cls=type(self).__name__
+                    )
+                )
+        d[name] = value
+        if trace is None:
+            _note_owner(value, self, name)
+
     def _param_handle(self, name: str) -> Parameter | None:
         """The ``Parameter`` handle of own parameter ``name`` (None when registered as None)."""
         d = self.__dict__
