@@ -37,6 +37,7 @@ exceeds the 0.3 s budget of building such a model.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -45,6 +46,8 @@ import numpy as np
 from jax._src import core as _jax_core
 
 __all__ = [
+    "HostKey",
+    "as_jax_key",
     "host_generator",
     "in_trace",
     "init_key",
@@ -119,6 +122,25 @@ def _wrap(words: tuple[int, int], legacy: bool = False) -> jax.Array:
     return jax.random.wrap_key_data(data, impl="threefry2x32")  # type: ignore[arg-type]
 
 
+@dataclasses.dataclass(frozen=True)
+class HostKey:
+    """A concrete threefry key kept as two Python ints between the steps of a construction.
+
+    Wrapping words into a JAX key and reading them back each dispatch a JAX operation
+    (~0.5 ms); a layer's construction (stream key, split, two draws) needs none of it. Only
+    `init_key` and `split_key` make these, only outside traces, and only fparam's own
+    initialisers consume them; `as_jax_key` turns one into the JAX key it stands for.
+    """
+
+    words: tuple[int, int]
+    legacy: bool = False
+
+
+def as_jax_key(key: Any) -> Any:
+    """The JAX key a `HostKey` stands for; any other key unchanged."""
+    return _wrap(key.words, key.legacy) if isinstance(key, HostKey) else key
+
+
 # --------------------------------------------------------------------------------------------
 # Inspecting keys
 
@@ -130,6 +152,8 @@ def in_trace() -> bool:
 
 
 def _is_threefry(key: Any) -> bool:
+    if isinstance(key, HostKey):
+        return True
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         return str(jax.random.key_impl(key)) == "threefry2x32"
     return key.shape == (2,) and key.dtype == np.uint32
@@ -140,6 +164,8 @@ def key_words(key: Any) -> np.ndarray | None:
 
     Reading them compiles nothing: ``jax.random.key_data`` of a concrete key is a view.
     """
+    if isinstance(key, HostKey):
+        return np.array(key.words, dtype=np.uint32)
     if isinstance(key, jax.core.Tracer):
         return None
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -157,11 +183,14 @@ def host_generator(key: Any) -> np.random.Generator | None:
     """
     if in_trace():
         return None
-    words = key_words(key)
-    if words is None:
-        return None
-    entropy = [int(w) for w in words]
-    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    if isinstance(key, HostKey):
+        entropy = list(key.words)
+    else:
+        words = key_words(key)
+        if words is None:
+            return None
+        entropy = [int(w) for w in words]
+    if not isinstance(key, HostKey) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         impl = str(jax.random.key_impl(key))
         if impl != "threefry2x32":
             entropy.extend(impl.encode())
@@ -223,37 +252,47 @@ def next_key() -> jax.Array:
     return _stream_key(*_stream.take())
 
 
-def init_key(key: jax.Array | None = None) -> jax.Array:
+def init_key(key: Any = None) -> Any:
     """The key a layer's construction draws from: ``key`` when given, else the next stream key.
 
     Valid inside traces (``jax.eval_shape``, ``jit``, ``vmap``): there the stream key is a
-    constant of the trace, and the stream still moves on by one.
+    constant of the trace (a JAX key), and the stream still moves on by one. Eagerly the
+    stream key comes as a `HostKey`, which fparam's initialisers and `split_key` accept.
 
     Arguments:
         key: a JAX key (new-style ``jax.random.key`` or legacy ``PRNGKey``), or None.
     """
-    return _stream_key(*_stream.take()) if key is None else key
+    if key is not None:
+        return key
+    seed, counter = _stream.take()
+    if not in_trace() and _default_impl_is_threefry():
+        return HostKey(_fold_in_words(_seed_words(seed), counter))
+    return _stream_key(seed, counter)
 
 
 def resolve_key(key: jax.Array | None) -> jax.Array:
-    """Return ``key`` when given, else the next key of the default stream (see `init_key`)."""
-    return init_key(key)
+    """Return ``key`` when given, else the next key of the default stream, as a JAX key."""
+    return _stream_key(*_stream.take()) if key is None else key
 
 
-def split_key(key: jax.Array, num: int = 2) -> list[jax.Array]:
+def split_key(key: Any, num: int = 2) -> list[Any]:
     """``list(jax.random.split(key, num))``, computed on the host for a concrete threefry key.
 
-    The keys are bit-identical to ``jax.random.split``'s; a traced key (or another PRNG
-    implementation) goes through ``jax.random.split``.
+    The keys are bit-identical to ``jax.random.split``'s and come as `HostKey`s (for fparam's
+    initialisers, see `as_jax_key`); inside a trace, a traced key or another PRNG
+    implementation goes through ``jax.random.split``.
 
     Arguments:
-        key: a JAX key (new-style or legacy ``uint32[2]``).
+        key: a JAX key (new-style or legacy ``uint32[2]``) or a `HostKey`.
         num: how many keys.
     """
     if not in_trace() and not isinstance(key, jax.core.Tracer) and _is_threefry(key):
-        words = key_words(key)
-        assert words is not None
-        legacy = not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-        pair = (int(words[0]), int(words[1]))
-        return [_wrap(w, legacy) for w in _split_words(pair, num)]
-    return list(jax.random.split(key, num))
+        if isinstance(key, HostKey):
+            pair, legacy = key.words, key.legacy
+        else:
+            words = key_words(key)
+            assert words is not None
+            pair = (int(words[0]), int(words[1]))
+            legacy = not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        return [HostKey(w, legacy) for w in _split_words(pair, num)]
+    return list(jax.random.split(as_jax_key(key), num))

@@ -33,8 +33,8 @@ def count_compiles() -> Iterator[list[int]]:
         monitoring.unregister_event_duration_listener(listener)
 
 
-def _data(key: jax.Array) -> np.ndarray:
-    return np.asarray(jax.random.key_data(key))
+def _data(key: Any) -> np.ndarray:
+    return np.asarray(jax.random.key_data(_random.as_jax_key(key)))
 
 
 SEEDS = [0, 7, -1, 2**31, 2**32 + 5, -(2**40) + 3]
@@ -67,9 +67,15 @@ def test_split_key_is_jax_split(partitionable: bool, num: int) -> None:
             ours = np.stack([_data(k) for k in _random.split_key(key, num)])
             np.testing.assert_array_equal(ours, _data(jax.random.split(key, num)))
         legacy = jax.random.PRNGKey(11)
-        split = _random.split_key(legacy, num)
+        split = [_random.as_jax_key(k) for k in _random.split_key(legacy, num)]
         assert all(k.dtype == np.uint32 and k.shape == (2,) for k in split)
         np.testing.assert_array_equal(np.stack(split), np.asarray(jax.random.split(legacy, num)))
+        # A split of a split (what a layer given a split key does) is JAX's too.
+        inner = _random.split_key(_random.split_key(key, num)[1], 2)
+        np.testing.assert_array_equal(
+            np.stack([_data(k) for k in inner]),
+            _data(jax.random.split(jax.random.split(key, num)[1])),
+        )
     finally:
         jax.config.update("jax_threefry_partitionable", previous)
 
@@ -92,6 +98,9 @@ def test_explicit_key_wins_and_init_key_draws_from_the_stream() -> None:
     first = _data(_random.init_key())
     fparam.manual_seed(5)
     np.testing.assert_array_equal(first, _data(_random.next_key()))
+    fparam.manual_seed(5)
+    np.testing.assert_array_equal(first, _data(_random.resolve_key(None)))
+    assert isinstance(_random.resolve_key(None), jax.Array)  # user code gets a JAX key
 
 
 def test_init_key_works_under_eval_shape() -> None:

@@ -301,6 +301,7 @@ def _standard(kind: str, key: jax.Array | None, shape: tuple[int, ...], dtype: A
         if kind == "uniform":
             return _host_uniform(gen, shape, np.dtype(dtype))
         return _host_normal(gen, shape, np.dtype(dtype))
+    key = _random.as_jax_key(key)
     if kind == "uniform":
         return jax.random.uniform(key, shape, dtype)
     return jax.random.normal(key, shape, dtype)
@@ -418,7 +419,7 @@ def trunc_normal_(
         z = math.sqrt(2.0) * erfinv(gen.uniform(lo, hi, shape))
         values = np.clip(mean + std * z, a, b).astype(dt)
         return _to_device(np.clip(values, np.asarray(a, dt), np.asarray(b, dt)))
-    z = jax.random.truncated_normal(key, lower, upper, shape, dt)
+    z = jax.random.truncated_normal(_random.as_jax_key(key), lower, upper, shape, dt)
     return jnp.clip(mean + std * z, a, b)
 
 
@@ -594,7 +595,7 @@ def orthogonal_(
         if rows < cols:
             hq = hq.T
         return _to_device((np.asarray(gain, work) * hq).reshape(shape).astype(dt))
-    flattened = jax.random.normal(key, (rows, cols), work)
+    flattened = jax.random.normal(_random.as_jax_key(key), (rows, cols), work)
     if rows < cols:
         flattened = flattened.T
     q, r = jnp.linalg.qr(flattened)
