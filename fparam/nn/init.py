@@ -268,10 +268,27 @@ def ones_(tensor: ArrayOrShape, *, dtype: DTypeLike | None = None) -> jax.Array:
 # Sampling: on the host for a concrete key, with jax.random inside a trace
 
 
+_ALIGN = 64
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An uninitialised array whose data is 64-byte aligned.
+
+    On the CPU backend ``jax.device_put`` adopts such a buffer without copying (measured: 0.7
+    ms instead of 45-150 ms for ResNet-18's 47 MB); NumPy's own allocations are only 16-byte
+    aligned, so they are copied. The array must not be used after it is handed to JAX.
+    """
+    dt = np.dtype(dtype)
+    nbytes = math.prod(shape) * dt.itemsize
+    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    offset = -raw.ctypes.data % _ALIGN
+    return raw[offset : offset + nbytes].view(dt).reshape(shape)
+
+
 def _host_uniform(gen: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """``U[0, 1)`` in ``dtype``: never 1, even after rounding to a narrow dtype."""
     if dtype in (np.float32, np.float64):
-        return gen.random(shape, dtype=dtype)
+        return gen.random(shape, dtype=dtype, out=_aligned_empty(shape, dtype))
     # Multiples of 2^-nmant are exact in ``dtype`` (JAX's uniform uses the same grid), whereas
     # a float32 draw rounded to bfloat16 could round up to 1.
     nmant = int(jnp.finfo(dtype).nmant)
@@ -280,8 +297,9 @@ def _host_uniform(gen: np.random.Generator, shape: tuple[int, ...], dtype: Any) 
 
 
 def _host_normal(gen: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    work = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
-    return gen.standard_normal(shape, dtype=work).astype(dtype, copy=False)
+    if dtype in (np.float32, np.float64):
+        return gen.standard_normal(shape, dtype=dtype, out=_aligned_empty(shape, dtype))
+    return gen.standard_normal(shape, dtype=np.float32).astype(dtype)
 
 
 def _standard(kind: str, key: jax.Array | None, shape: tuple[int, ...], dtype: Any) -> Any:
@@ -308,7 +326,8 @@ def _standard(kind: str, key: jax.Array | None, shape: tuple[int, ...], dtype: A
 
 
 def _to_device(array: np.ndarray) -> jax.Array:
-    """One host-to-device transfer; ``jnp.asarray`` would compile a copy kernel per shape."""
+    """One host-to-device transfer (none on the CPU backend for an array from `_aligned_empty`);
+    ``jnp.asarray`` would compile a copy kernel per shape."""
     return jax.device_put(array)
 
 
