@@ -24,6 +24,11 @@ Layers draw their initial values through `init_key` (the given key, else the nex
 no arrays), ``jax.jit`` or ``jax.vmap`` over keys. ``next_key`` is the *forward-time* entry point
 (what a torch user's ``torch.randn_like`` becomes); under issue 10 it will raise inside a trace
 when no key is in scope, so construction must not depend on it being permissive there.
+Under ``jit`` a layer built without ``key=`` takes its stream key at trace time (a constant of
+the compiled function, as the stream advances only in Python); pass ``key=`` to vary it per
+call. Eagerly `init_key`/`split_key` hand out `HostKey`s (two Python ints) rather than JAX keys,
+so a layer's construction dispatches no JAX operation for its keys; `resolve_key` is the
+variant for user modules that want a JAX key.
 
 How values are drawn (see ``fparam.nn.init``): eagerly, a concrete key seeds a NumPy generator
 (PCG64 through a ``SeedSequence`` of the key's words), the values are drawn on the host and
