@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fparam import _random
 from fparam._module import Module, Parameter
-from fparam._random import resolve_key
 from fparam.nn import functional as F
 from fparam.nn import init
 from fparam.nn.functional import conv as conv_f
@@ -292,7 +292,7 @@ class _ConvNd(Module):
         self, key: jax.Array | None, shapes: dict[str, tuple[int, ...]], dtype: Any
     ) -> dict[str, jax.Array]:
         """torch's default draw: weight first, then bias, from two halves of ``key``."""
-        weight_key, bias_key = jax.random.split(resolve_key(key))
+        weight_key, bias_key = _random.split_key(_random.init_key(key))
         weight = jax.ShapeDtypeStruct(shapes["weight"], dtype)
         values = {"weight": init.kaiming_uniform_(weight, a=math.sqrt(5), key=weight_key)}
         if "bias" in shapes:

@@ -8,8 +8,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from fparam import _random
 from fparam._module import Module, Parameter
-from fparam._random import resolve_key
 from fparam.nn import functional as F
 from fparam.nn import init
 
@@ -72,7 +72,7 @@ class Linear(Module):
     def _initial_values(
         self, key: jax.Array | None, shapes: dict[str, tuple[int, ...]], dtype: Any
     ) -> dict[str, jax.Array]:
-        weight_key, bias_key = jax.random.split(resolve_key(key))
+        weight_key, bias_key = _random.split_key(_random.init_key(key))
         spec = jax.ShapeDtypeStruct(shapes["weight"], dtype)
         values = {"weight": init.kaiming_uniform_(spec, a=math.sqrt(5), key=weight_key)}
         if "bias" in shapes:
