@@ -2,7 +2,7 @@
 
 Two workloads, each a full train step (forward, backward, momentum-SGD update):
 
-  (a) the seed model of DESIGN.md: ``x @ weights1 @ weights2`` on (100, 2, 2) inputs with
+  (a) the seed model of the README: ``x @ weights1 @ weights2`` on (100, 2, 2) inputs with
       cross-entropy over (100, 2) labels — tiny, so the time is dispatch overhead;
   (b) a 24-layer ``Linear(128, 128)`` + ``ReLU`` MLP with a 10-class head, batch 64.
 

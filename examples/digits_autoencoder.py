@@ -3,8 +3,8 @@
 ``Conv2d`` layers with stride 2 compress each 8x8 digit (64 pixels) to 8 channels of 2x2 (32 numbers), and
 ``ConvTranspose2d`` layers (torch's ``output_padding`` rule) bring it back to 8x8 through a
 sigmoid; ``MSELoss`` against the input, momentum SGD in a jitted step. Prints the held-out
-reconstruction error and saves a PNG grid: held-out digits on the top row, their
-reconstructions below. Runs unchanged on CPU or GPU.
+reconstruction error and saves two PNGs: a grid of held-out digits (top row) and their
+reconstructions (below), and the error curves. Runs unchanged on CPU or GPU.
 
 Run: ``python examples/digits_autoencoder.py [--epochs 60] [--out examples/out]``
 """
@@ -47,20 +47,46 @@ class AutoEncoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def save_grid(originals: np.ndarray, reconstructions: np.ndarray, path: Path) -> None:
+def save_grid(originals: np.ndarray, reconstructions: np.ndarray, epochs: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = len(originals)
-    fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.0))
+    fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.4))
     for i in range(n):
         for row, images in enumerate((originals, reconstructions)):
-            axes[row, i].imshow(images[i, 0], cmap="gray_r", vmin=0, vmax=1)
-            axes[row, i].axis("off")
-    axes[0, 0].set_title("original", fontsize=8, loc="left")
-    axes[1, 0].set_title("reconstructed", fontsize=8, loc="left")
+            ax = axes[row, i]
+            ax.imshow(images[i, 0], cmap="gray_r", vmin=0, vmax=1)
+            ax.set_xticks([])  # pixels need no ticks; the row label stays visible
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("held-out", fontsize=8)
+    axes[1, 0].set_ylabel("reconstructed", fontsize=8)
+    fig.suptitle(f"Conv autoencoder: held-out digits and their reconstructions ({epochs} epochs)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_curves(history: dict[str, list[float]], baseline: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = range(1, len(history["train_mse"]) + 1)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, history["train_mse"], marker=".", label="train (epoch mean)")
+    final = history["test_mse"][-1]
+    ax.plot(epochs, history["test_mse"], marker=".", label=f"held-out (final {final:.4f})")
+    ax.axhline(baseline, color="grey", linestyle="--", label="predicting the mean image")
+    ax.set_yscale("log")  # the first epochs and the last ones on one axis
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("reconstruction MSE (log scale)")
+    ax.set_title("Conv autoencoder on scikit-learn digits")
+    ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -117,8 +143,10 @@ def main(
     )
     shown = x_test[:12]
     path = Path(out) / "digits_autoencoder.png"
-    save_grid(shown, np.asarray(model(shown)), path)
-    print(f"originals and reconstructions saved to {path}")
+    save_grid(shown, np.asarray(model(shown)), epochs, path)
+    curves = Path(out) / "digits_autoencoder_curves.png"
+    save_curves(history, baseline, curves)
+    print(f"originals and reconstructions saved to {path}, error curves to {curves}")
     return history
 
 

@@ -77,16 +77,24 @@ def save_curves(history: dict[str, list[float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    epochs = range(1, len(history["train_loss"]) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(history["train_loss"], label="train loss (epoch mean)")
+    ax_loss.plot(epochs, history["train_loss"], marker=".", label="train (epoch mean)")
+    ax_loss.set_yscale("log")  # the first epochs and the last ones on one axis
     ax_loss.set_xlabel("epoch")
-    ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("cross-entropy loss (log scale)")
+    ax_loss.set_title("training loss")
     ax_loss.legend()
-    ax_acc.plot(history["train_acc"], label="train accuracy (shifted images)")
-    ax_acc.plot(history["test_acc"], label="held-out accuracy")
+    ax_acc.plot(
+        epochs, history["train_acc"], marker=".", label="train, shifted images (epoch mean)"
+    )
+    final = history["test_acc"][-1]
+    ax_acc.plot(epochs, history["test_acc"], marker=".", label=f"held-out (final {final:.3f})")
+    ax_acc.set_ylim(0.0, 1.0)  # the full range: nothing hidden below a floor
     ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylim(0.8, 1.0)
-    ax_acc.legend()
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_title("accuracy")
+    ax_acc.legend(loc="lower right")
     fig.suptitle("fparam CNN on scikit-learn digits")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""The example scripts run end to end (a few steps each) and do what they claim."""
+"""The example scripts run end to end (a few steps each), do what they claim, and save readable
+figures: a title, labelled axes, and every plotted point inside the axis limits."""
 
 from __future__ import annotations
 
@@ -11,10 +12,16 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
+# Every example script and the figures it saves (README: "Each saves its figures").
+FIGURES = {
+    "parameter_vs_array": ["parameter_vs_array.png"],
+    "train_digits": ["train_digits_curves.png"],
+    "train_digits_cnn": ["train_digits_cnn_curves.png"],
+    "digits_autoencoder": ["digits_autoencoder.png", "digits_autoencoder_curves.png"],
+}
+
 
 def _load(name: str):
-    if str(EXAMPLES) not in sys.path:  # the CNN example reuses the MLP example's data loading
-        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -22,31 +29,109 @@ def _load(name: str):
     return module
 
 
-def test_parameter_vs_array_trains_only_the_parameter(capsys):
+def _check_figure(fig) -> None:
+    """A title; x and y labels on every plot; no plotted point outside the axis limits."""
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
+    titles = [fig._suptitle.get_text() if fig._suptitle else ""] + [a.get_title() for a in axes]
+    assert any(titles), "the figure has no title"
+    for ax in axes:
+        if ax.images:  # an image panel: pixels, no axes to label (its row is labelled)
+            continue
+        assert ax.get_xlabel(), f"x axis of {ax.get_title()!r} has no label"
+        assert ax.get_ylabel(), f"y axis of {ax.get_title()!r} has no label"
+        lo, hi = ax.get_ylim()
+        for line in ax.get_lines():
+            y = np.asarray(line.get_ydata(), dtype=float)
+            assert lo <= y.min() and y.max() <= hi, (
+                f"{line.get_label()!r} in {ax.get_title()!r} leaves the y range {lo, hi}"
+            )
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Checks each figure as it is saved, and records the file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    saved: list[str] = []
+    original = Figure.savefig
+
+    def savefig(self, fname, *args, **kwargs):
+        _check_figure(self)
+        saved.append(Path(fname).name)
+        return original(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return saved
+
+
+def _assert_pngs(out: Path, name: str, saved: list[str]) -> None:
+    assert sorted(saved) == sorted(FIGURES[name])
+    for png in FIGURES[name]:
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_every_example_is_listed_here():
+    assert {p.stem for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")} == set(FIGURES)
+
+
+def test_parameter_vs_array_trains_only_the_parameter(capsys, tmp_path, saved_figures):
     example = _load("parameter_vs_array")
     before = example.M()
-    model, losses = example.main(epochs=3)
+    model, losses = example.main(epochs=3, out=str(tmp_path))
     out = capsys.readouterr().out
     assert "parameters: ['weights1']" in out
     assert "Parameter containing" in out
     assert not np.allclose(np.asarray(model.weights1), np.asarray(before.weights1))
     np.testing.assert_array_equal(np.asarray(model.weights2), np.asarray(before.weights2))
     assert losses[-1] < losses[0]
+    _assert_pngs(tmp_path, "parameter_vs_array", saved_figures)
 
 
 @pytest.mark.parametrize("name", ["train_digits", "train_digits_cnn"])
-def test_digits_classifier_examples_run_a_few_batches(name, tmp_path):
+def test_digits_classifier_examples_run_a_few_batches(name, tmp_path, saved_figures):
     example = _load(name)
     history = example.main(epochs=2, max_batches=3, out=str(tmp_path))
     assert len(history["test_acc"]) == 2
     assert all(0.0 <= acc <= 1.0 for acc in history["test_acc"])
-    assert (tmp_path / f"{name}_curves.png").stat().st_size > 0
+    _assert_pngs(tmp_path, name, saved_figures)
 
 
-def test_autoencoder_example_runs_a_few_batches(tmp_path):
+def test_autoencoder_example_runs_a_few_batches(tmp_path, saved_figures):
     example = _load("digits_autoencoder")
     history = example.main(epochs=2, max_batches=5, out=str(tmp_path))
     assert len(history["test_mse"]) == 2
     assert all(np.isfinite(history["test_mse"]))
     assert history["test_mse"][-1] < 0.2  # pixels are in [0, 1]
-    assert (tmp_path / "digits_autoencoder.png").stat().st_size > 0
+    _assert_pngs(tmp_path, "digits_autoencoder", saved_figures)
+
+
+def test_the_figure_check_catches_what_it_should():
+    """The check above fails on a missing title, a missing label and a hiding axis floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def figure(title="t", xlabel="epoch", ylabel="accuracy", ylim=None):
+        fig, ax = plt.subplots()
+        ax.plot([1, 2, 3], [0.6, 0.95, 0.98])
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if ylim:
+            ax.set_ylim(*ylim)
+        return fig
+
+    _check_figure(figure())
+    for bad, match in [
+        (figure(title=""), "no title"),
+        (figure(ylabel=""), "y axis"),
+        (figure(xlabel=""), "x axis"),
+        (figure(ylim=(0.9, 1.0)), "leaves the y range"),
+    ]:
+        with pytest.raises(AssertionError, match=match):
+            _check_figure(bad)
+    plt.close("all")

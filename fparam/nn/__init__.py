@@ -1,5 +1,6 @@
 """Layers, containers, losses and initialisers with torch.nn's names and behaviour."""
 
+from fparam import _torch_names
 from fparam._module import Buffer, Module, Parameter, StaticArrayWarning
 from fparam.nn import functional, init
 from fparam.nn.activation import (
@@ -71,3 +72,6 @@ __all__ = [
     "functional",
     "init",
 ]
+
+# Python calls this only for a name the module does not define: a torch name says "not yet".
+__getattr__ = _torch_names.missing_attribute_hook(__name__, "torch.nn", _torch_names.NN)

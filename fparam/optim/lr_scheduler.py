@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fparam import _torch_names
 from fparam.optim.optimizer import Optimizer
 
 __all__ = ["CosineAnnealingLR", "LRScheduler", "LambdaLR", "MultiStepLR", "StepLR"]
@@ -191,3 +192,9 @@ class LambdaLR(LRScheduler):
         state = super().state_dict()
         state.pop("lr_lambdas", None)
         return state
+
+
+# Python calls this only for a name the module does not define: a torch name says "not yet".
+__getattr__ = _torch_names.missing_attribute_hook(
+    __name__, "torch.optim.lr_scheduler", _torch_names.LR_SCHEDULER
+)

@@ -3,6 +3,7 @@
 Each area lives in its own file; this package re-exports the torch-named functions.
 """
 
+from fparam import _torch_names
 from fparam.nn.functional.activation import (
     elu,
     gelu,
@@ -64,3 +65,8 @@ __all__ += [
     "tanh",
     "unflatten",
 ]
+
+# Python calls this only for a name the module does not define: a torch name says "not yet".
+__getattr__ = _torch_names.missing_attribute_hook(
+    __name__, "torch.nn.functional", _torch_names.FUNCTIONAL
+)
