@@ -3,7 +3,7 @@
 from fparam import nn, optim
 from fparam._grad import grad, stateful, value_and_grad
 from fparam._module import Buffer, Module, Parameter
-from fparam._random import manual_seed
+from fparam._random import RandomnessError, manual_seed, next_key, rng
 from fparam.interop import from_torch
 from fparam.serialization import load, save
 
@@ -11,12 +11,15 @@ __all__ = [
     "Buffer",
     "Module",
     "Parameter",
+    "RandomnessError",
     "from_torch",
     "grad",
     "load",
     "manual_seed",
+    "next_key",
     "nn",
     "optim",
+    "rng",
     "save",
     "stateful",
     "value_and_grad",

@@ -1129,8 +1129,23 @@ class Module:
         value = d[name]
         if value is None:
             return None
-        requires_grad = dict(d["_fp_layout"].params)[name]
+        requires_grad = self._array_flag(name, value, dict(d["_fp_layout"].params)[name])
         return Parameter._handle(value, requires_grad, _uids(self)[name], self, name)
+
+    def _array_flag(self, name: str, value: Any, requires_grad: bool) -> bool:
+        """Honour torch's ``m.fc.weight.requires_grad = False`` written on the array itself.
+
+        Reading ``m.fc.weight`` gives the stored ``jax.Array``, which accepts any attribute, so
+        that line cannot be intercepted; fparam reads it back whenever it makes parameter
+        handles (``parameters()``, building an optimizer) and moves it into the module.
+        """
+        flag = getattr(value, "requires_grad", None)
+        if not isinstance(flag, bool) or flag == requires_grad or _current_trace() is not None:
+            return requires_grad
+        if flag and not _can_require_grad(value):
+            return requires_grad
+        self._set_requires_grad(name, flag)
+        return flag
 
     def _set_module(self, name: str, module: Module | None) -> None:
         layout = self._fp_layout
@@ -1372,6 +1387,7 @@ class Module:
             value = d[name]
             if value is not None:
                 uid = uids[name]
+                requires_grad = module._array_flag(name, value, requires_grad)
                 yield name, uid, Parameter._handle(value, requires_grad, uid, module, name)
 
     @staticmethod

@@ -1,4 +1,20 @@
-"""fparam's default key stream, and the keys and samplers that layer construction draws from.
+"""fparam's default key stream, key scopes, and the keys and samplers construction draws from.
+
+Forward-time randomness (DESIGN.md, rule 10)
+--------------------------------------------
+A layer that draws in ``forward`` (Dropout) and user code (``fparam.next_key()``, what a torch
+user's ``torch.randn_like(x)`` becomes) take keys from `next_key`:
+
+* inside ``with fparam.rng(key):`` the n-th draw of the block is
+  ``jax.random.fold_in(key, n)``, eagerly and under ``jit`` alike (the count is kept in Python,
+  so it is part of the trace); blocks nest, the innermost wins;
+* eagerly with no block open, the next key of the default stream (torch's global generator);
+* inside a transformation with no block open, or with one opened *outside* the transformation
+  (its key would be a constant of the compiled code: the same numbers at every call),
+  `RandomnessError`. Pass a key into the jitted function and open the block inside it.
+
+A loop body traced once (``lax.scan``, ``fori_loop``) makes the same draws at every iteration
+from the same key: fold the iteration into the key there (``fparam.rng(fold_in(key, i))``).
 
 The default stream
 ------------------
@@ -44,6 +60,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import jax
@@ -60,8 +78,28 @@ __all__ = [
     "manual_seed",
     "next_key",
     "resolve_key",
+    "rng",
     "split_key",
 ]
+
+
+class RandomnessError(RuntimeError):
+    """A random draw inside a transformation with no key in scope."""
+
+
+_NO_KEY_IN_TRACE = (
+    "a random draw ({what}) inside a JAX transformation (jit, grad, vmap, scan, ...) needs a "
+    "key in scope: pass a key into the transformed function and draw inside "
+    "`with fparam.rng(key):` (for example `jax.random.fold_in(key, step)` per training step), "
+    "or give the function key=... . Without one, the same random numbers would be compiled "
+    "into every call."
+)
+_SCOPE_OUTSIDE_TRACE = (
+    "a random draw ({what}) inside a JAX transformation found a `fparam.rng(key)` block opened "
+    "outside it: its key would be a constant of the compiled code, giving the same random "
+    "numbers at every call. Pass the key into the transformed function and open the block "
+    "inside it."
+)
 
 _DEFAULT_SEED = 0
 _MASK32 = 0xFFFFFFFF
@@ -248,12 +286,81 @@ def _stream_key(seed: int, counter: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), counter)
 
 
-def next_key() -> jax.Array:
-    """Return a fresh key from the default stream (each call gives a different key).
+class _Scopes(threading.local):
+    def __init__(self) -> None:
+        self.stack: list[list[Any]] = []  # [key, draws so far, opened inside a trace]
 
-    The n-th key after ``manual_seed(s)`` is ``jax.random.fold_in(jax.random.key(s), n)``.
-    This is the forward-time entry point; layer construction uses `init_key`.
+
+_scopes = _Scopes()
+
+
+@contextmanager
+def rng(key: Any) -> Iterator[None]:
+    """Draw the randomness of the block from ``key``: trace-safe, nestable.
+
+    Inside the block, the n-th call of `next_key` (each Dropout forward in training mode makes
+    one) returns ``jax.random.fold_in(key, n)``, the same keys eagerly and under ``jit``, so a
+    jitted step takes a fresh key each call::
+
+        @jax.jit
+        def train_step(model, opt, x, y, key):
+            with fparam.rng(key):
+                loss, grads = fparam.value_and_grad(lambda m: criterion(m(x), y))(model)
+            ...
+
+    Arguments:
+        key: a JAX key (``jax.random.key`` or a legacy ``PRNGKey``), concrete or traced;
+            ``jax.vmap`` over keys gives each member its own draws.
     """
+    _check_key(key, "fparam.rng")
+    _scopes.stack.append([key, 0, in_trace()])
+    try:
+        yield
+    finally:
+        _scopes.stack.pop()
+
+
+def _check_key(key: Any, what: str) -> None:
+    if isinstance(key, HostKey):
+        return
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    legacy = dtype == np.uint32 and getattr(key, "shape", ())[-1:] == (2,)
+    if not (typed or legacy):
+        raise TypeError(
+            f"{what} expects a JAX key (jax.random.key(seed) or jax.random.PRNGKey(seed)), got "
+            + (
+                f"an array of dtype {dtype} and shape {key.shape}"
+                if dtype is not None
+                else type(key).__name__
+            )
+        )
+
+
+def next_key(what: str = "fparam.next_key()") -> jax.Array:
+    """A fresh key for a random draw in ``forward``: from the innermost `rng` block, else
+    (eagerly only) from the default stream.
+
+    Eagerly with no block open, the n-th key after ``manual_seed(s)`` is
+    ``jax.random.fold_in(jax.random.key(s), n)``, as torch's layers draw from its global
+    generator. Layer construction uses `init_key` instead.
+
+    Arguments:
+        what: how an error names the draw (a layer's name).
+
+    Raises:
+        RandomnessError: inside a transformation with no `rng` block open in it.
+    """
+    tracing = in_trace()
+    if _scopes.stack:
+        scope = _scopes.stack[-1]
+        key, count, opened_in_trace = scope
+        if tracing and not opened_in_trace and not isinstance(key, jax.core.Tracer):
+            raise RandomnessError(_SCOPE_OUTSIDE_TRACE.format(what=what))
+        scope[1] = count + 1
+        return jax.random.fold_in(as_jax_key(key), count)
+    if tracing:
+        raise RandomnessError(_NO_KEY_IN_TRACE.format(what=what))
     return _stream_key(*_stream.take())
 
 
@@ -275,9 +382,16 @@ def init_key(key: Any = None) -> Any:
     return _stream_key(seed, counter)
 
 
-def resolve_key(key: jax.Array | None) -> jax.Array:
-    """Return ``key`` when given, else the next key of the default stream, as a JAX key."""
-    return _stream_key(*_stream.take()) if key is None else key
+def resolve_key(key: jax.Array | None, what: str = "a layer's forward") -> jax.Array:
+    """``key`` when given, else `next_key` (a key in scope, or the default stream eagerly).
+
+    What a functional with a ``key=`` argument calls (``F.dropout``); construction-time code
+    uses `init_key`, which stays valid inside traces.
+    """
+    if key is None:
+        return next_key(what)
+    _check_key(key, what)
+    return key
 
 
 def split_key(key: Any, num: int = 2) -> list[Any]:

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import monitoring
@@ -164,3 +165,70 @@ def test_concurrent_draws_never_share_a_key() -> None:
     fparam.manual_seed(77)
     sequential = {_data(_random.next_key()).tobytes() for _ in range(threads * per_thread)}
     assert set(drawn) == sequential
+
+
+# ------------------------------------------------------------------ forward-time key scopes
+
+
+def _draw() -> jax.Array:
+    return jax.random.uniform(fparam.next_key(), (4,))
+
+
+def test_a_scope_gives_the_same_draws_eagerly_and_under_jit() -> None:
+    key = jax.random.key(7)
+    with fparam.rng(key):
+        eager = [_draw(), _draw()]
+
+    @jax.jit
+    def traced(k: jax.Array) -> list[jax.Array]:
+        with fparam.rng(k):
+            return [_draw(), _draw()]
+
+    for a, b in zip(eager, traced(key)):
+        np.testing.assert_array_equal(a, b)
+    expected = jax.random.uniform(jax.random.fold_in(key, 1), (4,))
+    np.testing.assert_array_equal(eager[1], expected)
+    assert not np.array_equal(eager[0], eager[1])
+    other = traced(jax.random.key(8))
+    assert not np.array_equal(other[0], eager[0])
+
+
+def test_scopes_nest_and_the_innermost_wins() -> None:
+    outer, inner = jax.random.key(1), jax.random.key(2)
+    with fparam.rng(outer):
+        a = _draw()
+        with fparam.rng(inner):
+            b = _draw()
+        c = _draw()
+    np.testing.assert_array_equal(b, jax.random.uniform(jax.random.fold_in(inner, 0), (4,)))
+    np.testing.assert_array_equal(c, jax.random.uniform(jax.random.fold_in(outer, 1), (4,)))
+    assert not np.array_equal(a, c)
+
+
+def test_a_draw_in_a_trace_without_a_key_raises() -> None:
+    with pytest.raises(fparam.RandomnessError, match=r"with fparam.rng\(key\)"):
+        jax.jit(lambda x: x + _draw())(jnp.zeros(4))
+    with fparam.rng(jax.random.key(0)), pytest.raises(fparam.RandomnessError, match="outside"):
+        jax.jit(lambda x: x + _draw())(jnp.zeros(4))
+    eager = _draw()  # eagerly, the default stream, as torch's global generator
+    assert eager.shape == (4,)
+
+
+def test_vmap_over_keys_gives_independent_draws() -> None:
+    keys = jax.random.split(jax.random.key(3), 5)
+
+    def one(k: jax.Array) -> jax.Array:
+        with fparam.rng(k):
+            return _draw()
+
+    draws = np.asarray(jax.vmap(one)(keys))
+    assert len({row.tobytes() for row in draws}) == 5
+    np.testing.assert_array_equal(draws[2], one(keys[2]))
+
+
+@pytest.mark.parametrize("bad", [42, "key", np.zeros(3, np.float32), None])
+def test_a_scope_needs_a_jax_key(bad: object) -> None:
+    with pytest.raises(TypeError, match="expects a JAX key"), fparam.rng(bad):
+        pass
+    with pytest.raises(TypeError, match="expects a JAX key"):
+        _random.resolve_key(bad if bad is not None else 42)

@@ -11,9 +11,10 @@ Every initializer keeps torch's name and positional arguments, and adds a keywor
 - The first argument describes the result: an existing array (its **shape and dtype** are used,
   its values ignored), a ``jax.ShapeDtypeStruct``, or a shape tuple (dtype: ``dtype=``, else
   JAX's default float, float32 unless x64 is on). ``dtype=`` overrides the array's dtype.
-- JAX arrays are immutable, so nothing is filled in place: each function **returns a new array**
-  and you rebind it (``w = init.normal_(w, key=k)``). The trailing underscore is kept so that
-  torch code ports by adding ``key=`` and an assignment.
+- JAX arrays are immutable: each function **returns a new array** (``w = init.normal_(w,
+  key=k)``). Given a module's parameter or buffer (``m.weight``, or a handle from
+  ``parameters()``), it also stores the new values in that module, outside transformations, so
+  torch's statement form ``init.normal_(m.weight, 0.0, 0.02)`` works as in torch.
 - ``key`` is a JAX key (``jax.random.key`` or a legacy ``PRNGKey``). ``key=None`` draws the
   next key from fparam's default stream (``fparam.manual_seed`` resets it), like torch's global
   generator. Functions that draw nothing (``constant_``, ``zeros_``, ``ones_``) take no key.
@@ -27,9 +28,11 @@ Every initializer keeps torch's name and positional arguments, and adds a keywor
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +40,7 @@ import numpy as np
 from jax.typing import DTypeLike
 
 from fparam import _random
+from fparam._module import write_back
 
 __all__ = [
     "calculate_gain",
@@ -82,6 +86,23 @@ _LINEAR_FNS = (
 
 # --------------------------------------------------------------------------------------------
 # Shapes, fans and gains
+
+
+_Init = TypeVar("_Init", bound=Callable[..., jax.Array])
+
+
+def _in_place(fn: _Init) -> _Init:
+    """torch's statement form: ``nn.init.normal_(m.weight, 0.0, 0.02)`` re-initialises the
+    module's parameter (outside transformations) as well as returning the new array; see
+    ``fparam._module.write_back`` for what counts as a module's parameter."""
+
+    @functools.wraps(fn)
+    def init(tensor: ArrayOrShape, *args: Any, **kwargs: Any) -> jax.Array:
+        result = fn(tensor, *args, **kwargs)
+        write_back(tensor, result)
+        return result
+
+    return init  # type: ignore[return-value]
 
 
 def _shape_dtype(tensor: ArrayOrShape, dtype: DTypeLike | None) -> tuple[tuple[int, ...], Any]:
@@ -215,6 +236,7 @@ def default_uniform_bound(fan_in: int) -> float:
 # Constant fills
 
 
+@_in_place
 def constant_(tensor: ArrayOrShape, val: float, *, dtype: DTypeLike | None = None) -> jax.Array:
     """A new array of ``tensor``'s shape and dtype filled with ``val`` (``torch.nn.init.constant_``).
 
@@ -232,6 +254,7 @@ def constant_(tensor: ArrayOrShape, val: float, *, dtype: DTypeLike | None = Non
     return _filled(shape, val, dt)
 
 
+@_in_place
 def zeros_(tensor: ArrayOrShape, *, dtype: DTypeLike | None = None) -> jax.Array:
     """A new array of zeros shaped like ``tensor`` (``torch.nn.init.zeros_``).
 
@@ -248,6 +271,7 @@ def zeros_(tensor: ArrayOrShape, *, dtype: DTypeLike | None = None) -> jax.Array
     return _filled(shape, 0, dt)
 
 
+@_in_place
 def ones_(tensor: ArrayOrShape, *, dtype: DTypeLike | None = None) -> jax.Array:
     """A new array of ones shaped like ``tensor`` (``torch.nn.init.ones_``).
 
@@ -346,6 +370,7 @@ def _scaled(sample: Any, scale: float, shift: float, dtype: Any) -> jax.Array:
 # Random initializers
 
 
+@_in_place
 def uniform_(
     tensor: ArrayOrShape,
     a: float = 0.0,
@@ -371,6 +396,7 @@ def uniform_(
     return _scaled(_standard("uniform", key, shape, dt), b - a, a, dt)
 
 
+@_in_place
 def normal_(
     tensor: ArrayOrShape,
     mean: float = 0.0,
@@ -396,6 +422,7 @@ def normal_(
     return _scaled(_standard("normal", key, shape, dt), std, mean, dt)
 
 
+@_in_place
 def trunc_normal_(
     tensor: ArrayOrShape,
     mean: float = 0.0,
@@ -442,6 +469,7 @@ def trunc_normal_(
     return jnp.clip(mean + std * z, a, b)
 
 
+@_in_place
 def xavier_uniform_(
     tensor: ArrayOrShape,
     gain: float = 1.0,
@@ -469,6 +497,7 @@ def xavier_uniform_(
     return _scaled(_standard("uniform", key, shape, dt), 2 * bound, -bound, dt)
 
 
+@_in_place
 def xavier_normal_(
     tensor: ArrayOrShape,
     gain: float = 1.0,
@@ -501,6 +530,7 @@ def _kaiming_std(tensor: ArrayOrShape, a: float, mode: str, nonlinearity: str) -
     return gain / math.sqrt(fan)
 
 
+@_in_place
 def kaiming_uniform_(
     tensor: ArrayOrShape,
     a: float = 0,
@@ -537,6 +567,7 @@ def kaiming_uniform_(
     return _scaled(_standard("uniform", key, shape, dt), 2 * bound, -bound, dt)
 
 
+@_in_place
 def kaiming_normal_(
     tensor: ArrayOrShape,
     a: float = 0,
@@ -569,6 +600,7 @@ def kaiming_normal_(
     return _scaled(_standard("normal", key, shape, dt), std, 0.0, dt)
 
 
+@_in_place
 def orthogonal_(
     tensor: ArrayOrShape,
     gain: float = 1,
