@@ -411,10 +411,11 @@ class ParameterList(Module):
 
     def _entry(self, key: str) -> Any:
         """The stored object at ``key``: a Parameter handle for parameters, else the object."""
+        value = self.__dict__[key]
         for name, requires_grad, uid in self._fp_layout.params:
-            if name == key:
-                return Parameter._handle(self.__dict__[key], requires_grad, uid)
-        return self.__dict__[key]
+            if name == key and value is not None:  # a None parameter slot reads as None
+                return Parameter._handle(value, requires_grad, uid)
+        return value
 
     def __setitem__(self, idx: int, param: Any) -> None:
         setattr(self, self._get_abs_string_index(idx), _as_parameter(param))
