@@ -20,16 +20,17 @@ Differences, all of them errors raised earlier than torch raises them:
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fparam._module import Module, Parameter
 from fparam._random import resolve_key
+from fparam.nn import _validation as V
 from fparam.nn import functional as F
 from fparam.nn import init
 from fparam.nn.functional import conv as conv_f
@@ -147,8 +148,16 @@ class _ConvNd(Module):
         *,
         key: jax.Array | None = None,
     ) -> None:
-        super().__init__()
         name = type(self).__name__
+        dtype = V.resolve_dtype(name, dtype)
+        device = V.resolve_device(name, device)
+        key = V.check_key(name, key)
+        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, numbers.Real):  # torch: an unnamed TypeError from `%`
+                V.check_int(name, arg, value)
+        if not isinstance(groups, numbers.Real):  # torch: an unnamed TypeError from `<=`
+            V.check_int(name, "groups", groups)
+        super().__init__()
         # torch's checks, in torch's order (§3.2).
         if transposed and padding_mode != "zeros":
             raise ValueError(_TRANSPOSE_PADDING_MODE.format(cls=name))
@@ -195,7 +204,6 @@ class _ConvNd(Module):
                 p for p in reversed(self.padding) for _ in range(2)
             )
 
-        dtype = jnp.float32 if dtype is None else dtype
         if transposed:
             shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
         else:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
+from fparam.nn import _validation as V
 from fparam.nn.functional.shape import _wrap_dim
 
 __all__ = [
@@ -63,6 +64,7 @@ def leaky_relu(input: jax.Array, negative_slope: float = 0.01) -> jax.Array:
 
     An array of the same shape and dtype.
     """
+    V.check_number("leaky_relu()", "negative_slope", negative_slope)
     input = jnp.asarray(input)
     return jnp.where(input > 0, input, input * negative_slope)
 
@@ -80,6 +82,7 @@ def elu(input: jax.Array, alpha: float = 1.0) -> jax.Array:
 
     An array of the same shape and dtype.
     """
+    V.check_number("elu()", "alpha", alpha)
     input = jnp.asarray(input)
     positive = input > 0
     # The inner `where` keeps expm1 finite on the unused branch, so its gradient stays clean.
@@ -103,6 +106,8 @@ def gelu(input: jax.Array, approximate: str = "none") -> jax.Array:
 
     An array of the same shape and dtype.
     """
+    if not isinstance(approximate, str):  # torch's TypeError
+        V.check_str_choice("gelu()", "approximate", approximate, ("none", "tanh"), RuntimeError)
     if approximate not in ("none", "tanh"):
         raise RuntimeError(_GELU_APPROXIMATE)
     return jax.nn.gelu(input, approximate=approximate == "tanh")
@@ -151,6 +156,7 @@ def tanh(input: jax.Array) -> jax.Array:
 
 
 def _softmax_dim(name: str, ndim: int, dim: int | None) -> int:
+    dim = V.check_optional_int(f"{name}()", "dim", dim)
     if dim is None:
         # torch's legacy `_get_softmax_dim` rule, with its deprecation warning.
         warnings.warn(_IMPLICIT_DIM.format(name=name), UserWarning, stacklevel=3)

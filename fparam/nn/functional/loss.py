@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fparam.nn import _validation as V
+
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
@@ -349,6 +351,8 @@ def nll_loss(
     behave as in `cross_entropy`.
     """
     _check_reduction(reduction)
+    ignore_index = V.check_int("nll_loss()", "ignore_index", ignore_index)
+    V.check_optional_array("nll_loss()", "weight", weight)
     input, target = _view(input), _view(target)
     if input.ndim < 1:
         raise ValueError(_NO_DIMS.format(ndim=input.ndim))
@@ -420,6 +424,9 @@ def cross_entropy(
     ``(N)`` or ``(N, d1, ..., dK)``.
     """
     _check_reduction(reduction)
+    ignore_index = V.check_int("cross_entropy()", "ignore_index", ignore_index)
+    V.check_number("cross_entropy()", "label_smoothing", label_smoothing)
+    V.check_optional_array("cross_entropy()", "weight", weight)
     input, target = _view(input), _view(target)
     weight = None if weight is None else _view(weight)
 
@@ -644,6 +651,7 @@ def binary_cross_entropy(
     A scalar, or the elementwise loss for ``'none'``.
     """
     _check_reduction(reduction)
+    V.check_optional_array("binary_cross_entropy()", "weight", weight)
     input, target = _view(input), _view(target)
     if target.shape != input.shape:
         raise ValueError(
@@ -689,6 +697,8 @@ def binary_cross_entropy_with_logits(
     A scalar, or the elementwise loss for ``'none'``.
     """
     _check_reduction(reduction)
+    V.check_optional_array("binary_cross_entropy_with_logits()", "weight", weight)
+    V.check_optional_array("binary_cross_entropy_with_logits()", "pos_weight", pos_weight)
     input, target = _view(input), _view(target)
     if target.shape != input.shape:
         raise ValueError(
