@@ -368,6 +368,43 @@ CASES: dict[str, Case] = {
         lambda: TF.binary_cross_entropy_with_logits(*_T, *_T, pos_weight="a"),
         ("pos_weight",),
     ),
+    "f_pad_value_str": Case(
+        lambda: F.pad(_X4, (1, 1), "constant", "a"),
+        lambda: TF.pad(torch.from_numpy(_X4), (1, 1), "constant", "a"),
+        ("value",),
+    ),
+    "f_pad_pad_none": Case(
+        lambda: F.pad(_X4, None), lambda: TF.pad(torch.from_numpy(_X4), None), ("pad",)
+    ),
+    "f_pad_pad_int": Case(
+        lambda: F.pad(_X4, 1), lambda: TF.pad(torch.from_numpy(_X4), 1), ("pad",)
+    ),
+    "f_linear_bias_str": Case(
+        lambda: F.linear(_X, np.ones((4, 3), np.float32), "a"),
+        lambda: TF.linear(*_T, torch.ones(4, 3), "a"),
+        ("bias",),
+    ),
+    "f_linear_weight_none": Case(
+        lambda: F.linear(_X, None), lambda: TF.linear(*_T, None), ("weight",)
+    ),
+    "f_relu_input_str": Case(lambda: F.relu("a"), lambda: TF.relu("a"), ("input",)),
+    "f_sigmoid_input_none": Case(lambda: F.sigmoid(None), lambda: torch.sigmoid(None), ("input",)),
+    "f_softmax_dtype_bad": Case(
+        lambda: F.softmax(_X, 1, dtype="floaty"),
+        lambda: TF.softmax(*_T, 1, dtype="floaty"),
+        ("dtype", "floaty"),
+    ),
+    "f_cross_entropy_input_none": Case(
+        lambda: F.cross_entropy(None, _Y), lambda: TF.cross_entropy(None, _TY[1]), ("input",)
+    ),
+    "f_flatten_input_str": Case(lambda: F.flatten("a"), lambda: torch.flatten("a"), ("input",)),
+    "f_mse_target_str": Case(
+        lambda: F.mse_loss(_X, "a"),
+        None,
+        ("target", "str"),
+        TypeError,
+        "torch fails inside (AttributeError: 'str' object has no attribute 'size')",
+    ),
     "f_bce_weight_str": Case(
         lambda: F.binary_cross_entropy(np.abs(_X) / 4, np.abs(_X) / 4, weight="a"),
         None,

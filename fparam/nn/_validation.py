@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "check_array",
     "check_int",
     "check_key",
     "check_number",
@@ -226,9 +227,7 @@ def check_key(owner: str, key: Any) -> Any:
     raise TypeError(_BAD_KEY.format(owner=owner, example=example, type=_typename(key), value=key))
 
 
-_NOT_ARRAY = (
-    "{owner}: argument '{name}' must be an array (or None), not {type} (got {name}={value!r})"
-)
+_NOT_ARRAY = "{owner}: argument '{name}' must be an array, not {type} (got {name}={value!r})"
 
 
 def check_optional_array(owner: str, name: str, value: Any) -> Any:
@@ -240,6 +239,8 @@ def check_optional_array(owner: str, name: str, value: Any) -> Any:
     """
     if value is None or isinstance(value, (jax.Array, np.ndarray, np.generic)):
         return value
+    if isinstance(value, (bool, int, float, complex)):  # a scalar: JAX reads it as a 0-d array
+        return value
     if hasattr(value, "__array__") and not isinstance(value, (str, bytes)):
         return value
     if isinstance(value, (list, tuple)):
@@ -247,3 +248,10 @@ def check_optional_array(owner: str, name: str, value: Any) -> Any:
         if array.dtype.kind in "biuf":
             return value
     raise TypeError(_NOT_ARRAY.format(owner=owner, name=name, type=_typename(value), value=value))
+
+
+def check_array(owner: str, name: str, value: Any) -> Any:
+    """:func:`check_optional_array`, with ``None`` refused too (torch: "must be Tensor")."""
+    if value is None:
+        raise TypeError(_NOT_ARRAY.format(owner=owner, name=name, type="NoneType", value=value))
+    return check_optional_array(owner, name, value)

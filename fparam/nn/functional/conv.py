@@ -33,6 +33,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from fparam.nn import _validation as V
+
 __all__ = [
     "conv1d",
     "conv2d",
@@ -106,6 +108,7 @@ _OUTPUT_TOO_SMALL = (
     "Output size is too small"
 )
 _DTYPE_MISMATCH = "Input type ({input}) and {what} type ({other}) should be the same"
+_PAD_NOT_SEQUENCE = "pad(): argument 'pad' must be tuple of ints, not {type}"
 _OUTPUT_SIZE_NOT_INT = (
     "output_size must be a sequence of ints, but found element of type {type} at pos {pos}"
 )
@@ -1191,6 +1194,11 @@ def pad(
         RuntimeError / NotImplementedError / TypeError: where torch raises them, with torch's
         messages.
     """
+    V.check_array("pad()", "input", input)
+    if not isinstance(pad, (tuple, list)):  # torch's TypeError ('NoneType' is not iterable)
+        raise TypeError(_PAD_NOT_SEQUENCE.format(type=type(pad).__name__))
+    if value is not None:
+        V.check_number("pad()", "value", value)
     x = jnp.asarray(input)
     if mode not in _PAD_MODES:
         raise NotImplementedError(_PAD_MODE.format(mode=mode))

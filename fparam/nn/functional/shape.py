@@ -63,6 +63,7 @@ def flatten(input: jax.Array, start_dim: int = 0, end_dim: int = -1) -> jax.Arra
     A reshaped array with the same elements and dtype. Out-of-range dims raise torch's
     ``IndexError``; ``start_dim`` after ``end_dim`` raises ``RuntimeError``.
     """
+    V.check_array("flatten()", "input", input)
     start_dim = V.check_int("flatten()", "start_dim", start_dim)
     end_dim = V.check_int("flatten()", "end_dim", end_dim)
     input = jnp.asarray(input)
@@ -92,6 +93,7 @@ def unflatten(input: jax.Array, dim: int, sizes: Sequence[int]) -> jax.Array:
     A reshaped array with ``len(sizes) - 1`` more axes. Errors are torch's: ``IndexError`` for
     a bad ``dim``, ``RuntimeError`` for sizes that don't multiply up.
     """
+    V.check_array("unflatten()", "input", input)
     dim = V.check_int("unflatten()", "dim", dim)
     sizes = [V.check_int("unflatten()", f"sizes[{i}]", s) for i, s in enumerate(sizes)]
     input = jnp.asarray(input)
