@@ -453,6 +453,7 @@ _SUPPORTED_ODD: list[tuple[str, Callable[[], tnn.Module]]] = [
     ("none_parameter_slot", _none_parameter_slot),
     ("eval_submodules_half", _eval_submodules_half),
     ("empty_sequential", tnn.Sequential),
+    ("numpy_scalar_options", lambda: tnn.Sequential(tnn.LeakyReLU(np.float32(0.5)), tnn.ELU(1))),
 ]
 
 
@@ -462,6 +463,28 @@ def test_odd_but_valid_models_convert_exactly(make: Callable[[], tnn.Module]) ->
     twin = fparam.from_torch(model)
     _assert_same_state(twin, model)
     assert _normalised_repr(twin) == _normalised_repr(model)
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        (lambda: tnn.Unflatten(1, [2, 3]), (2, 6)),
+        (lambda: tnn.Conv2d(np.int64(2), 2, np.int64(3), stride=np.int32(2)), (1, 2, 5, 5)),
+    ],
+    ids=["unflatten_list_size", "numpy_int_sizes"],
+)
+def test_numpy_and_list_spellings_convert(
+    make: Callable[[], tnn.Module], shape: tuple[int, ...]
+) -> None:
+    """torch keeps NumPy ints and lists as given (its repr shows them); fparam stores Python
+    ints and tuples. The configuration is the same, so the conversion goes through."""
+    model = make()
+    twin = fparam.from_torch(model)
+    _assert_same_state(twin, model)
+    x = _random(*shape)
+    np.testing.assert_allclose(
+        np.asarray(twin(x)), model(torch.from_numpy(x)).detach().numpy(), rtol=0, atol=1e-6
+    )
 
 
 def test_odd_models_compute_what_torch_computes() -> None:
