@@ -425,9 +425,12 @@ class Conv1d(_ConvForward):
         groups: blocked connections; divides ``in_channels`` and ``out_channels`` (default 1).
         bias: whether to learn a bias (``False`` registers ``bias`` as ``None``).
         padding_mode: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
-        device: a JAX device (or sharding) for the parameters; ``None`` for the default.
-        dtype: parameter dtype (float32 by default).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: a JAX device or sharding for the parameters, or torch's spelling (``'cpu'``,
+            ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default): a NumPy/JAX dtype, its name, or a
+            torch dtype.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None`` draws
+            from fparam's default stream.
 
     Parameters: ``weight`` ``(C_out, C_in/groups, k)``, ``bias`` ``(C_out,)``, both initialised
     ``U(-1/√fan_in, 1/√fan_in)`` with ``fan_in = C_in/groups * k``.
@@ -483,9 +486,12 @@ class Conv2d(_ConvForward):
         groups: blocked connections; divides ``in_channels`` and ``out_channels`` (default 1).
         bias: whether to learn a bias (``False`` registers ``bias`` as ``None``).
         padding_mode: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
-        device: a JAX device (or sharding) for the parameters; ``None`` for the default.
-        dtype: parameter dtype (float32 by default).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: a JAX device or sharding for the parameters, or torch's spelling (``'cpu'``,
+            ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default): a NumPy/JAX dtype, its name, or a
+            torch dtype.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None`` draws
+            from fparam's default stream.
 
     Parameters: ``weight`` ``(C_out, C_in/groups, kH, kW)`` (OIHW), ``bias`` ``(C_out,)``, both
     initialised ``U(-1/√fan_in, 1/√fan_in)`` with ``fan_in = C_in/groups * kH * kW``.
@@ -541,9 +547,12 @@ class Conv3d(_ConvForward):
         groups: blocked connections; divides ``in_channels`` and ``out_channels`` (default 1).
         bias: whether to learn a bias (``False`` registers ``bias`` as ``None``).
         padding_mode: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
-        device: a JAX device (or sharding) for the parameters; ``None`` for the default.
-        dtype: parameter dtype (float32 by default).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: a JAX device or sharding for the parameters, or torch's spelling (``'cpu'``,
+            ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default): a NumPy/JAX dtype, its name, or a
+            torch dtype.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None`` draws
+            from fparam's default stream.
 
     Parameters: ``weight`` ``(C_out, C_in/groups, kD, kH, kW)`` (OIDHW), ``bias`` ``(C_out,)``,
     both initialised ``U(-1/√fan_in, 1/√fan_in)`` with ``fan_in = C_in/groups * kD * kH * kW``.
@@ -601,9 +610,12 @@ class ConvTranspose1d(_ConvTransposeForward):
         bias: whether to learn a bias (``False`` registers ``bias`` as ``None``).
         dilation: int or 1-tuple (default 1).
         padding_mode: only ``'zeros'``.
-        device: a JAX device (or sharding) for the parameters; ``None`` for the default.
-        dtype: parameter dtype (float32 by default).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: a JAX device or sharding for the parameters, or torch's spelling (``'cpu'``,
+            ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default): a NumPy/JAX dtype, its name, or a
+            torch dtype.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None`` draws
+            from fparam's default stream.
 
     Parameters: ``weight`` ``(C_in, C_out/groups, k)``, ``bias`` ``(C_out,)``, both initialised
     ``U(-1/√fan_in, 1/√fan_in)`` with torch's ``fan_in = C_out/groups * k``.
@@ -662,9 +674,12 @@ class ConvTranspose2d(_ConvTransposeForward):
         bias: whether to learn a bias (``False`` registers ``bias`` as ``None``).
         dilation: int or 2-tuple (default 1).
         padding_mode: only ``'zeros'``.
-        device: a JAX device (or sharding) for the parameters; ``None`` for the default.
-        dtype: parameter dtype (float32 by default).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: a JAX device or sharding for the parameters, or torch's spelling (``'cpu'``,
+            ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default): a NumPy/JAX dtype, its name, or a
+            torch dtype.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None`` draws
+            from fparam's default stream.
 
     Parameters: ``weight`` ``(C_in, C_out/groups, kH, kW)``, ``bias`` ``(C_out,)``, both
     initialised ``U(-1/√fan_in, 1/√fan_in)`` with torch's ``fan_in = C_out/groups * kH * kW``.
@@ -723,9 +738,12 @@ class ConvTranspose3d(_ConvTransposeForward):
         bias: whether to learn a bias (``False`` registers ``bias`` as ``None``).
         dilation: int or 3-tuple (default 1).
         padding_mode: only ``'zeros'``.
-        device: a JAX device (or sharding) for the parameters; ``None`` for the default.
-        dtype: parameter dtype (float32 by default).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: a JAX device or sharding for the parameters, or torch's spelling (``'cpu'``,
+            ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default): a NumPy/JAX dtype, its name, or a
+            torch dtype.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None`` draws
+            from fparam's default stream.
 
     Parameters: ``weight`` ``(C_in, C_out/groups, kD, kH, kW)``, ``bias`` ``(C_out,)``, both
     initialised ``U(-1/√fan_in, 1/√fan_in)`` with torch's ``fan_in = C_out/groups * prod(k)``.
