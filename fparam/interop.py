@@ -421,6 +421,14 @@ def _compare(torch_sub: Any, twin: Module, path: str, problems: list[str]) -> No
         sorted(twin._non_persistent_buffers_set),
     )
     check("children", list(torch_sub._modules), list(twin._modules))
+    if hasattr(torch_sub, "_reversed_padding_repeated_twice"):
+        # What a padded conv's forward reads; torch computes it once, in __init__, so a padding
+        # changed afterwards leaves it stale, and the twin (built from `padding`) would differ.
+        check(
+            "padding (_reversed_padding_repeated_twice)",
+            [int(p) for p in torch_sub._reversed_padding_repeated_twice],
+            [int(p) for p in twin._reversed_padding_repeated_twice],  # type: ignore[attr-defined]
+        )
     if type(torch_sub).__name__ not in _CONTAINERS:
         check(
             "configurations (extra_repr)",

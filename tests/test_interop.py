@@ -578,6 +578,12 @@ def _with_deleted_bias() -> tnn.Module:
     return model
 
 
+def _with_stale_padding() -> tnn.Module:
+    model = tnn.Sequential(tnn.Conv1d(2, 2, 3, padding=1, padding_mode="reflect"))
+    model[0].padding = (2,)  # torch's forward keeps padding with the stale (1, 1)
+    return model
+
+
 def _with_float64() -> tnn.Module:
     return tnn.Sequential(tnn.Linear(2, 3)).double()
 
@@ -615,6 +621,11 @@ _REFUSED: list[tuple[str, Callable[[], tnn.Module], list[str]]] = [
     ("changed_attribute", _with_changed_attribute, ["'0.weight': torch's parameter has shape"]),
     ("deleted_bias", _with_deleted_bias, ["'1' (Linear): cannot be rebuilt", "bias"]),
     ("float64", _with_float64, ["'0.weight': torch's parameter is float64", "'0.bias'"]),
+    (
+        "stale_padding",
+        _with_stale_padding,
+        ["'0' (Conv1d): padding", "torch [1, 1], fparam [2, 2]"],
+    ),
 ]
 
 
