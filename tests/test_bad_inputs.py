@@ -461,16 +461,21 @@ def test_float64_is_accepted_with_jax_64_bit_mode() -> None:
 
 
 @pytest.mark.parametrize(
-    "device",
-    ["cpu", "cpu:0", torch.device("cpu"), 0, jax.devices("cpu")[0]],
+    ("device", "expected"),
+    [
+        ("cpu", jax.devices("cpu")[0]),
+        ("cpu:0", jax.devices("cpu")[0]),
+        (torch.device("cpu"), jax.devices("cpu")[0]),
+        (0, jax.devices()[0]),  # torch: accelerator 0; fparam: JAX's default backend, device 0
+        (jax.devices("cpu")[0], jax.devices("cpu")[0]),
+    ],
     ids=["cpu", "cpu:0", "torch_device", "index", "jax_device"],
 )
-def test_what_a_torch_user_passes_as_device_is_accepted(device: Any) -> None:
-    cpu = jax.devices("cpu")[0]
+def test_what_a_torch_user_passes_as_device_is_accepted(device: Any, expected: Any) -> None:
     layer = nn.Linear(3, 2, device=device)
-    assert layer.weight.devices() == {cpu} and layer.bias.devices() == {cpu}
+    assert layer.weight.devices() == {expected} and layer.bias.devices() == {expected}
     conv = nn.ConvTranspose1d(2, 2, 3, device=device)
-    assert conv.weight.devices() == {cpu}
+    assert conv.weight.devices() == {expected}
 
 
 def test_a_sharding_is_accepted_as_device() -> None:
