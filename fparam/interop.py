@@ -5,11 +5,15 @@ torch is imported only inside :func:`from_torch`; the rest of fparam never impor
 
 from __future__ import annotations
 
+import functools
+import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from fparam._module import Module, Parameter
+import numpy as np
+
+from fparam._module import Module, Parameter, _typename
 from fparam.serialization import _torch_to_numpy
 
 __all__ = ["from_torch"]
@@ -91,18 +95,168 @@ for _n in (1, 2, 3):
 
 _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 
+# What a torch module can carry that changes its outputs or its state_dict and that an fparam
+# module has no counterpart for: (attribute, what to call it in the message).
+_HOOKS = (
+    ("_forward_pre_hooks", "forward pre-hook"),
+    ("_forward_hooks", "forward hook"),
+    ("_backward_pre_hooks", "backward pre-hook"),
+    ("_backward_hooks", "backward hook"),
+    ("_state_dict_pre_hooks", "state_dict pre-hook"),
+    ("_state_dict_hooks", "state_dict hook"),
+    ("_load_state_dict_pre_hooks", "load_state_dict pre-hook"),
+    ("_load_state_dict_post_hooks", "load_state_dict post-hook"),
+)
+_GLOBAL_HOOKS = (
+    ("_global_forward_pre_hooks", "global forward pre-hook"),
+    ("_global_forward_hooks", "global forward hook"),
+    ("_global_backward_pre_hooks", "global backward pre-hook"),
+    ("_global_backward_hooks", "global backward hook"),
+)
+# Entries of a torch ParameterList/ParameterDict that are not Parameters and that fparam's
+# containers keep exactly as torch does (plain, unsaved entries); anything else is refused.
+_PLAIN_ENTRY_TYPES = (type(None), bool, int, float, complex, str)
+
+_NOT_A_MODULE = "from_torch expects a torch.nn.Module, got {type}"
+_CANNOT_REPRODUCE = (
+    "from_torch cannot reproduce this torch model exactly, so it converted nothing. "
+    "Each problem below names the module path ('<root>' is the model itself):\n  {problems}"
+)
+_UNSUPPORTED = (
+    "classes fparam does not have (define the model with fparam.nn and load the torch "
+    "state_dict instead): {classes}"
+)
+_HOOK = (
+    "{path} ({cls}): has a {kind} {hook}: fparam modules have no hooks, so the twin would "
+    "compute something else. Remove it (torch.nn.utils.remove_weight_norm / "
+    "remove_spectral_norm for those), or apply the function yourself around the fparam call"
+)
+_GLOBAL_HOOK = (
+    "<global>: a {kind} {hook} is registered for every torch module "
+    "(torch.nn.modules.module.register_module_*_hook): remove it before converting"
+)
+_PARAMETRIZED = (
+    "{path} ({cls}): parametrized with torch.nn.utils.parametrize ({names}): fparam has no "
+    "parametrizations. Call torch.nn.utils.parametrize.remove_parametrizations(module, name) "
+    "first (it bakes the current values in)"
+)
+_ENTRY = (
+    "{path} ({cls}): entry {key!r} is a {type}, not a Parameter: torch keeps it as a plain "
+    "entry, fparam would {fate}. Only Parameters and None/bool/int/float/str entries convert"
+)
+_BUILD_FAILED = "{path} ({cls}): cannot be rebuilt from its attributes: {error}"
+_SHAPE = (
+    "{path}: torch's {kind} has shape {src}, but a {cls} with this configuration "
+    "({config}) holds shape {dst} (an attribute was changed after construction?)"
+)
+_DTYPE = (
+    "{path}: torch's {kind} is {src} but fparam can hold it only as {dst} (for float64 "
+    "turn on JAX's 64-bit mode: jax.config.update('jax_enable_x64', True), or convert the torch "
+    "model with .float() first)"
+)
+_REGISTER_FAILED = "{path}: cannot register torch's {kind} on the fparam {cls}: {error}"
+_EXTRA_NAME = (
+    "{path} ({cls}): the fparam layer has {kind} '{name}' that the torch module lacks (it was "
+    "deleted or replaced after construction)"
+)
+_MISMATCH = "{path} ({cls}): {what} differ after conversion: torch {src}, fparam {dst}"
+
 
 def _is_torch_builtin(m: Any) -> bool:
     return type(m).__module__.startswith("torch.nn.modules")
 
 
-def _unsupported(module: Any) -> list[str]:
-    names = set()
-    for sub in module.modules():
-        name = type(sub).__name__
-        if not _is_torch_builtin(sub) or (name not in _BUILDERS and name not in _CONTAINERS):
-            names.add(f"{type(sub).__module__}.{type(sub).__qualname__}")
-    return sorted(names)
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _shown(path: str) -> str:
+    return repr(path) if path else "<root>"
+
+
+def _walk(module: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """``(path, module)`` for ``module`` and every registered child, ``None`` children
+    included (torch's ``named_modules`` skips them; containers still hold them)."""
+    yield path, module
+    if module is None:
+        return
+    for name, child in module._modules.items():
+        yield from _walk(child, _join(path, name))
+
+
+def _hook_name(hook: Any) -> str:
+    hook = getattr(hook, "hook", hook)  # torch wraps some hooks in a _WrappedHook
+    if isinstance(hook, functools.partial):
+        hook = hook.func
+    if hasattr(hook, "__qualname__") and hasattr(hook, "__module__"):
+        return f"{hook.__module__}.{hook.__qualname__}"
+    return f"{type(hook).__module__}.{type(hook).__qualname__} object"
+
+
+def _container_entries(m: Any) -> list[tuple[str, Any]]:
+    """The entries of a torch ParameterList/ParameterDict, in order, whatever their kind."""
+    if type(m).__name__ == "ParameterList":
+        return [(str(i), getattr(m, str(i))) for i in range(len(m))]
+    return [(key, m[key]) for key in m]
+
+
+def _static_problems(torch: Any, module: Any) -> tuple[list[str], set[str]]:
+    """What can be seen without building anything: unsupported classes, hooks,
+    parametrizations and container entries. Also returns the paths whose subtree is skipped."""
+    problems: list[str] = []
+    skipped: set[str] = set()
+    unsupported: dict[str, list[str]] = {}
+    parametrize = torch.nn.utils.parametrize
+    for attr, kind in _GLOBAL_HOOKS:
+        for hook in getattr(torch.nn.modules.module, attr, {}).values():
+            problems.append(_GLOBAL_HOOK.format(kind=kind, hook=_hook_name(hook)))
+    for path, sub in _walk(module):
+        if sub is None or any(path == s or path.startswith(s + ".") for s in skipped):
+            continue
+        cls = type(sub).__name__
+        for attr, kind in _HOOKS:
+            for hook in getattr(sub, attr, {}).values():
+                problems.append(
+                    _HOOK.format(path=_shown(path), cls=cls, kind=kind, hook=_hook_name(hook))
+                )
+                # weight_norm and friends also rename parameters: the hook says it all.
+                skipped.add(path)
+        if parametrize.is_parametrized(sub):
+            names = ", ".join(
+                f"{name}: " + ", ".join(type(p).__qualname__ for p in plist)
+                for name, plist in sub.parametrizations.items()
+            )
+            base = type(sub).__bases__[0].__name__
+            problems.append(_PARAMETRIZED.format(path=_shown(path), cls=base, names=names))
+            skipped.add(path)
+            continue
+        if not _is_torch_builtin(sub) or (cls not in _BUILDERS and cls not in _CONTAINERS):
+            name = f"{type(sub).__module__}.{type(sub).__qualname__}"
+            unsupported.setdefault(name, []).append(_shown(path))
+            skipped.add(path)
+            continue
+        if cls in ("ParameterList", "ParameterDict"):
+            for key, value in _container_entries(sub):
+                if isinstance(value, (torch.nn.Parameter, _PLAIN_ENTRY_TYPES)):
+                    continue
+                if isinstance(value, torch.nn.Module):
+                    fate = "hold it as a child module of a parameter container"
+                elif hasattr(value, "__array__"):
+                    fate = "turn it into a Parameter"
+                else:
+                    fate = "keep it, but cannot compare it with torch's"
+                skipped.add(path)  # a module held as an entry: reported here, not as a child
+                problems.append(
+                    _ENTRY.format(
+                        path=_shown(path), cls=cls, key=key, type=_typename(value), fate=fate
+                    )
+                )
+    if unsupported:
+        listed = ", ".join(
+            f"{name} (at {', '.join(paths)})" for name, paths in sorted(unsupported.items())
+        )
+        problems.insert(0, _UNSUPPORTED.format(classes=listed))
+    return problems, skipped
 
 
 def _shared(module: Any) -> list[str]:
@@ -115,20 +269,172 @@ def _shared(module: Any) -> list[str]:
     return [" = ".join(group) for group in paths.values() if len(group) > 1]
 
 
-def _convert(nn: Any, m: Any) -> Module:
+def _array(tensor: Any) -> np.ndarray:
+    # A copy: the twin must not share memory with the torch model it came from.
+    return np.array(_torch_to_numpy(tensor), copy=True)
+
+
+def _entry(key: str, value: Any, none_slots: set[str]) -> Any:
+    if key in none_slots:
+        return Parameter(np.zeros((0,), np.float32))
+    if value is None or not hasattr(value, "requires_grad"):
+        return value
+    return Parameter(_array(value), requires_grad=value.requires_grad)
+
+
+def _convert(
+    nn: Any, m: Any, path: str, skipped: set[str], built: dict[str, Module], problems: list[str]
+) -> Module | None:
+    """The fparam module for torch module ``m`` (``None`` for a ``None`` child or one that
+    cannot be built, with the reason appended to ``problems``); ``built`` maps paths to it."""
+    if m is None or path in skipped:
+        return None
     name = type(m).__name__
+
+    def children() -> list[tuple[str, Module | None]]:
+        return [
+            (k, _convert(nn, c, _join(path, k), skipped, built, problems))
+            for k, c in m._modules.items()
+        ]
+
+    twin: Module | None
     if name == "Sequential":
-        return nn.Sequential(OrderedDict((k, _convert(nn, c)) for k, c in m.named_children()))
-    if name == "ModuleList":
-        return nn.ModuleList([_convert(nn, c) for c in m])
-    if name == "ModuleDict":
-        return nn.ModuleDict(OrderedDict((k, _convert(nn, c)) for k, c in m.items()))
-    if name in ("ParameterList", "ParameterDict"):
-        values = [(k, _torch_to_numpy(p)) for k, p in m.named_parameters(recurse=False)]
+        twin = nn.Sequential(OrderedDict(children()))
+    elif name == "ModuleList":
+        twin = nn.ModuleList([c for _, c in children()])
+    elif name == "ModuleDict":
+        twin = nn.ModuleDict(OrderedDict(children()))
+    elif name in ("ParameterList", "ParameterDict"):
+        none_slots = {k for k, v in m._parameters.items() if v is None}
+        # A None *parameter* slot (torch: `plist[i] = None` over a Parameter) is built as a
+        # Parameter here and set to None by _copy_state, as torch holds it.
+        entries = [(k, _entry(k, v, none_slots)) for k, v in _container_entries(m)]
         if name == "ParameterList":
-            return nn.ParameterList([v for _, v in values])
-        return nn.ParameterDict(OrderedDict(values))
-    return _BUILDERS[name](nn, m)
+            twin = nn.ParameterList([v for _, v in entries])
+        else:
+            twin = nn.ParameterDict(OrderedDict(entries))
+    else:
+        try:
+            twin = _BUILDERS[name](nn, m)
+        except Exception as error:
+            problems.append(
+                _BUILD_FAILED.format(
+                    path=_shown(path), cls=name, error=f"{type(error).__name__}: {error}"
+                )
+            )
+            return None
+    built[path] = twin
+    return twin
+
+
+def _copy_state(torch_sub: Any, twin: Module, path: str, problems: list[str]) -> None:
+    """Give ``twin`` torch's own parameters and buffers: values, dtypes, ``requires_grad``,
+    persistence, and the ones registered on a built-in layer after construction."""
+    cls = type(torch_sub).__name__
+    config = torch_sub.extra_repr()
+    registered: dict[str, dict[str, Any]] = {
+        "parameter": dict(twin._parameters),
+        "buffer": dict(twin._buffers),
+    }
+    torch_own: dict[str, dict[str, Any]] = {
+        "parameter": dict(torch_sub._parameters),
+        "buffer": dict(torch_sub._buffers),
+    }
+    for kind in ("parameter", "buffer"):
+        for name in registered[kind]:
+            if name not in torch_own[kind]:
+                problems.append(
+                    _EXTRA_NAME.format(path=_shown(path), cls=cls, kind=kind, name=name)
+                )
+        for name, value in torch_own[kind].items():
+            array = None if value is None else _array(value)
+            current = registered[kind].get(name)
+            if array is not None and current is not None and current.shape != array.shape:
+                problems.append(
+                    _SHAPE.format(
+                        path=_shown(_join(path, name)),
+                        kind=kind,
+                        src=tuple(array.shape),
+                        cls=cls,
+                        config=config,
+                        dst=tuple(current.shape),
+                    )
+                )
+                continue
+            try:
+                if kind == "parameter":
+                    param = None if array is None else Parameter(array, value.requires_grad)
+                    twin.register_parameter(name, param)
+                else:
+                    persistent = name not in torch_sub._non_persistent_buffers_set
+                    twin.register_buffer(name, array, persistent=persistent)
+            except Exception as error:
+                problems.append(
+                    _REGISTER_FAILED.format(
+                        path=_shown(_join(path, name)),
+                        kind=kind,
+                        cls=cls,
+                        error=f"{type(error).__name__}: {error}",
+                    )
+                )
+                continue
+            held = getattr(twin, name)
+            if array is not None and held.dtype != array.dtype:
+                problems.append(
+                    _DTYPE.format(
+                        path=_shown(_join(path, name)),
+                        kind=kind,
+                        src=str(value.dtype).replace("torch.", ""),
+                        dst=held.dtype,
+                    )
+                )
+    if torch_sub.training != twin.training:
+        twin._set_static("training", torch_sub.training)
+
+
+def _spelling_free(config: str) -> str:
+    """An ``extra_repr`` with the spellings that do not change behaviour made equal: NumPy
+    scalars (``np.int64(3)``, which torch keeps) as plain numbers, lists as tuples."""
+    config = re.sub(r"np\.\w+\(([^()]*)\)", r"\1", config)
+    return re.sub(r",\)", ")", config.replace("[", "(").replace("]", ")"))
+
+
+def _compare(torch_sub: Any, twin: Module, path: str, problems: list[str]) -> None:
+    """What must agree between a torch module and its twin, checked after the copy."""
+    cls = type(torch_sub).__name__
+
+    def check(what: str, src: Any, dst: Any) -> None:
+        if src != dst:
+            problems.append(
+                _MISMATCH.format(path=_shown(path), cls=cls, what=what, src=src, dst=dst)
+            )
+
+    check(
+        "own parameters (name, requires_grad)",
+        [(n, None if p is None else p.requires_grad) for n, p in torch_sub._parameters.items()],
+        [(n, None if p is None else p.requires_grad) for n, p in twin._parameters.items()],
+    )
+    check("own buffers", list(torch_sub._buffers), list(twin._buffers))
+    check(
+        "non-persistent buffers",
+        sorted(torch_sub._non_persistent_buffers_set),
+        sorted(twin._non_persistent_buffers_set),
+    )
+    check("children", list(torch_sub._modules), list(twin._modules))
+    if hasattr(torch_sub, "_reversed_padding_repeated_twice"):
+        # What a padded conv's forward reads; torch computes it once, in __init__, so a padding
+        # changed afterwards leaves it stale, and the twin (built from `padding`) would differ.
+        check(
+            "padding (_reversed_padding_repeated_twice)",
+            [int(p) for p in torch_sub._reversed_padding_repeated_twice],
+            [int(p) for p in twin._reversed_padding_repeated_twice],  # type: ignore[attr-defined]
+        )
+    if type(torch_sub).__name__ not in _CONTAINERS:
+        check(
+            "configurations (extra_repr)",
+            _spelling_free(torch_sub.extra_repr()),
+            _spelling_free(twin.extra_repr()),
+        )
 
 
 def from_torch(module: Any) -> Module:
@@ -141,12 +447,21 @@ def from_torch(module: Any) -> Module:
             ``Flatten``, losses, ...).
 
     Returns:
-        The fparam module: same structure and keys, its ``state_dict()`` equal to the torch
-        one (loaded through ``load_state_dict``), in the same train/eval mode.
+        The fparam module: same structure (``None`` children included), same parameters and
+        buffers with their values, dtypes, ``requires_grad`` and persistence (parameters and
+        buffers registered on a built-in layer after construction included), the same
+        ``state_dict()`` keys in the same order, and the same train/eval mode per module.
+        Plain (unregistered) attributes added to a built-in layer are not copied: torch's
+        ``forward`` does not read them.
 
     Raises:
-        TypeError: ``module`` is not a torch module, or contains classes fparam cannot build
-            (custom subclasses with their own ``forward`` among them); the message lists them all.
+        TypeError: ``module`` is not a torch module, or the conversion cannot reproduce it:
+            classes fparam does not have (custom subclasses with their own ``forward`` among
+            them), hooks (forward, backward, state_dict, load_state_dict, global), weight_norm /
+            spectral_norm (hooks), ``torch.nn.utils.parametrize`` parametrizations, container
+            entries that are neither Parameters nor plain scalars, layers whose attributes no
+            longer match their weights, dtypes JAX cannot hold (float64 without 64-bit mode).
+            The message lists every problem, each with its module path.
         ValueError: ``module`` uses one module or parameter object in two places (tied
             weights), which an fparam model cannot hold.
     """
@@ -155,29 +470,33 @@ def from_torch(module: Any) -> Module:
     from fparam import nn
 
     if not isinstance(module, torch.nn.Module):
-        raise TypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
-    missing = _unsupported(module)
-    if missing:
-        raise TypeError(
-            "from_torch cannot build these classes, which fparam does not have (define the "
-            "model with fparam.nn and load the torch state_dict instead): " + ", ".join(missing)
-        )
+        raise TypeError(_NOT_A_MODULE.format(type=type(module).__name__))
+    problems, skipped = _static_problems(torch, module)
     shared = _shared(module)
     if shared:
         raise ValueError(
             "from_torch cannot copy shared (tied) modules or parameters: an fparam model holds "
             "each in one place only (call a module twice in forward instead): " + "; ".join(shared)
         )
-    twin = _convert(nn, module)
-    twin.load_state_dict(
-        {k: _torch_to_numpy(v) for k, v in module.state_dict().items()}, assign=True
-    )
-    for name, param in module.named_parameters():
-        if not param.requires_grad:  # a frozen torch parameter stays frozen
-            owner_name, _, leaf = name.rpartition(".")
-            owner = twin.get_submodule(owner_name)
-            owner.register_parameter(leaf, Parameter(getattr(owner, leaf), requires_grad=False))
-    for (_, sub), (_, twin_sub) in zip(module.named_modules(), twin.named_modules()):
-        if sub.training != twin_sub.training:
-            twin_sub._set_static("training", sub.training)
+    built: dict[str, Module] = {}
+    twin = _convert(nn, module, "", skipped, built, problems)
+    for path, sub in _walk(module):
+        if sub is not None and path in built:
+            _copy_state(sub, built[path], path, problems)
+    for path, sub in _walk(module):
+        if sub is not None and path in built:
+            _compare(sub, built[path], path, problems)
+    if not problems and list(twin.state_dict()) != list(module.state_dict()):  # type: ignore[union-attr]
+        problems.append(
+            _MISMATCH.format(
+                path="<root>",
+                cls=type(module).__name__,
+                what="state_dict keys",
+                src=list(module.state_dict()),
+                dst=list(twin.state_dict()),  # type: ignore[union-attr]
+            )
+        )
+    if problems:
+        raise TypeError(_CANNOT_REPRODUCE.format(problems="\n  ".join(problems)))
+    assert twin is not None
     return twin

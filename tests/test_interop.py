@@ -349,11 +349,334 @@ def test_shared_modules_and_parameters_are_refused() -> None:
         fparam.from_torch(tied)
 
 
-def test_extra_state_a_twin_cannot_hold_is_an_error() -> None:
+def _assert_same_state(twin: nn.Module, model: tnn.Module) -> None:
+    """Parameters, buffers (persistent or not), keys, values, dtypes, modes: all torch's."""
+    assert [(n, p.requires_grad) for n, p in twin.named_parameters()] == [
+        (n, p.requires_grad) for n, p in model.named_parameters()
+    ]
+    assert [n for n, _ in twin.named_buffers()] == [n for n, _ in model.named_buffers()]
+    assert list(twin.state_dict()) == list(model.state_dict())
+    torch_values = dict(model.named_parameters()) | dict(model.named_buffers())
+    fparam_values = dict(twin.named_parameters()) | dict(twin.named_buffers())
+    for key, value in torch_values.items():
+        got = np.asarray(fparam_values[key])
+        want = value.detach().float().numpy() if value.dtype == torch.bfloat16 else value.detach()
+        np.testing.assert_array_equal(got.astype(np.float32), np.asarray(want, np.float32), key)
+        assert str(got.dtype) == str(value.dtype).replace("torch.", ""), key
+    for (name, sub), (twin_name, twin_sub) in zip(
+        model.named_modules(), twin.named_modules(), strict=True
+    ):
+        assert (name, type(sub).__name__, sub.training) == (
+            twin_name,
+            type(twin_sub).__name__,
+            twin_sub.training,
+        )
+        assert sorted(sub._non_persistent_buffers_set) == sorted(
+            twin_sub._non_persistent_buffers_set
+        )
+
+
+def _extra_buffer() -> tnn.Module:
     model = tnn.Linear(2, 2)
-    model.register_buffer("running", torch.zeros(2))
-    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "running"'):
+    model.register_buffer("running", torch.arange(2.0))
+    return model
+
+
+def _extra_non_persistent_buffer() -> tnn.Module:
+    model = tnn.Sequential(tnn.Linear(2, 2))
+    model[0].register_buffer("scratch", torch.ones(2), persistent=False)
+    return model
+
+
+def _extra_frozen_parameter() -> tnn.Module:
+    model = tnn.Conv1d(2, 2, 1)
+    model.register_parameter("scale", tnn.Parameter(torch.full((1,), 3.0), requires_grad=False))
+    return model
+
+
+def _loss_weight_made_non_persistent() -> tnn.Module:
+    model = tnn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5]))
+    model.register_buffer("weight", model.weight, persistent=False)
+    return model
+
+
+def _none_children() -> tnn.Module:
+    model = tnn.Sequential(OrderedDict(fc=tnn.Linear(2, 2)))
+    model.add_module("gap", None)
+    return tnn.ModuleList([model, None, tnn.ModuleDict({"a": tnn.ReLU(), "b": None})])
+
+
+def _bias_set_to_none() -> tnn.Module:
+    model = tnn.Sequential(tnn.Linear(2, 3), tnn.Conv1d(3, 2, 1))
+    model[0].bias = None
+    model[1].register_parameter("bias", None)
+    return model
+
+
+def _nested_frozen_containers() -> tnn.Module:
+    frozen = tnn.ParameterList(
+        [tnn.Parameter(torch.ones(2), requires_grad=False), tnn.Parameter(torch.zeros(1))]
+    )
+    return tnn.ModuleList(
+        [tnn.ModuleDict({"inner": tnn.Sequential(tnn.Sequential(), frozen)}), tnn.Sequential()]
+    )
+
+
+def _plain_container_entries() -> tnn.Module:
+    plist = tnn.ParameterList([tnn.Parameter(torch.ones(2)), "tag", None, 3])
+    pdict = tnn.ParameterDict({"w": tnn.Parameter(torch.ones(1)), "n": 2.5, "z": None})
+    return tnn.ModuleDict({"plist": plist, "pdict": pdict})
+
+
+def _none_parameter_slot() -> tnn.Module:
+    plist = tnn.ParameterList([tnn.Parameter(torch.ones(1)), tnn.Parameter(torch.ones(2))])
+    plist[0] = None  # a registered parameter set to None: torch keeps the slot
+    return plist
+
+
+def _eval_submodules_half() -> tnn.Module:
+    model = tnn.Sequential(tnn.Linear(2, 3), tnn.ReLU(), tnn.Linear(3, 1)).half()
+    model[1].eval()
+    model[2].eval()
+    return model
+
+
+_SUPPORTED_ODD: list[tuple[str, Callable[[], tnn.Module]]] = [
+    ("extra_buffer", _extra_buffer),
+    ("extra_non_persistent_buffer", _extra_non_persistent_buffer),
+    ("extra_frozen_parameter", _extra_frozen_parameter),
+    ("loss_weight_made_non_persistent", _loss_weight_made_non_persistent),
+    ("none_children", _none_children),
+    ("bias_set_to_none", _bias_set_to_none),
+    ("nested_frozen_containers", _nested_frozen_containers),
+    ("plain_container_entries", _plain_container_entries),
+    ("none_parameter_slot", _none_parameter_slot),
+    ("eval_submodules_half", _eval_submodules_half),
+    ("empty_sequential", tnn.Sequential),
+    ("numpy_scalar_options", lambda: tnn.Sequential(tnn.LeakyReLU(np.float32(0.5)), tnn.ELU(1))),
+]
+
+
+@pytest.mark.parametrize("make", [m for _, m in _SUPPORTED_ODD], ids=[n for n, _ in _SUPPORTED_ODD])
+def test_odd_but_valid_models_convert_exactly(make: Callable[[], tnn.Module]) -> None:
+    model = make()
+    twin = fparam.from_torch(model)
+    _assert_same_state(twin, model)
+    assert _normalised_repr(twin) == _normalised_repr(model)
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [
+        (lambda: tnn.Unflatten(1, [2, 3]), (2, 6)),
+        (lambda: tnn.Conv2d(np.int64(2), 2, np.int64(3), stride=np.int32(2)), (1, 2, 5, 5)),
+    ],
+    ids=["unflatten_list_size", "numpy_int_sizes"],
+)
+def test_numpy_and_list_spellings_convert(
+    make: Callable[[], tnn.Module], shape: tuple[int, ...]
+) -> None:
+    """torch keeps NumPy ints and lists as given (its repr shows them); fparam stores Python
+    ints and tuples. The configuration is the same, so the conversion goes through."""
+    model = make()
+    twin = fparam.from_torch(model)
+    _assert_same_state(twin, model)
+    x = _random(*shape)
+    np.testing.assert_allclose(
+        np.asarray(twin(x)), model(torch.from_numpy(x)).detach().numpy(), rtol=0, atol=1e-6
+    )
+
+
+def test_odd_models_compute_what_torch_computes() -> None:
+    x = _random(3, 2)
+    for model, call in [
+        (_extra_buffer(), lambda m, v: m(v)),
+        (_extra_non_persistent_buffer(), lambda m, v: m(v)),
+        (_bias_set_to_none(), lambda m, v: m[1](m[0](v).T[None])),
+        (tnn.Sequential(), lambda m, v: m(v)),
+    ]:
+        twin = fparam.from_torch(model)
+        expected = call(model, torch.from_numpy(x)).detach().numpy()
+        got = np.asarray(call(twin, jnp.asarray(x)))
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    model = _loss_weight_made_non_persistent()
+    x, y, tx, ty = _loss_inputs("index")
+    got = np.asarray(fparam.from_torch(model)(x, y))
+    np.testing.assert_allclose(got, model(tx, ty).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_the_twin_does_not_share_memory_with_torch() -> None:
+    model = _extra_buffer()
+    twin = fparam.from_torch(model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+        model.running.add_(1.0)
+    assert not np.array_equal(np.asarray(twin.weight), model.weight.detach().numpy())
+    assert not np.array_equal(np.asarray(twin.running), model.running.numpy())
+
+
+def _with_forward_hook() -> tnn.Module:
+    model = tnn.Sequential(tnn.Linear(2, 2), tnn.ReLU())
+    model[0].register_forward_hook(lambda module, args, out: out * 37)
+    return model
+
+
+def _with_pre_hook() -> tnn.Module:
+    model = tnn.ModuleList([tnn.Linear(2, 2)])
+    model.register_forward_pre_hook(lambda module, args: args)
+    return model
+
+
+def _with_backward_hook() -> tnn.Module:
+    model = tnn.Sequential(OrderedDict(head=tnn.Linear(2, 2)))
+    model.head.register_full_backward_hook(lambda module, gin, gout: None)
+    return model
+
+
+def _with_state_dict_hooks() -> tnn.Module:
+    model = tnn.Sequential(tnn.Linear(2, 2), tnn.Linear(2, 2))
+    model[0].register_state_dict_post_hook(lambda module, sd, prefix, local: None)
+    model[1].register_load_state_dict_post_hook(lambda module, keys: None)
+    return model
+
+
+def _with_weight_norm() -> tnn.Module:
+    with pytest.warns(FutureWarning):
+        layer = torch.nn.utils.weight_norm(tnn.Linear(2, 2))
+    return tnn.Sequential(OrderedDict(fc=layer))
+
+
+def _with_spectral_norm() -> tnn.Module:
+    return tnn.ModuleDict({"sn": torch.nn.utils.spectral_norm(tnn.Linear(2, 2))})
+
+
+def _with_parametrization() -> tnn.Module:
+    model = tnn.Sequential(OrderedDict(fc=tnn.Linear(2, 2), act=tnn.Tanh()))
+    torch.nn.utils.parametrizations.orthogonal(model.fc)
+    return model
+
+
+def _with_array_entry() -> tnn.Module:
+    return tnn.Sequential(
+        OrderedDict(p=tnn.ParameterDict({"w": tnn.Parameter(torch.ones(1)), "z": np.ones(2)}))
+    )
+
+
+def _with_module_entry() -> tnn.Module:
+    return tnn.Sequential(tnn.ParameterList([tnn.Linear(2, 2)]))
+
+
+def _with_changed_attribute() -> tnn.Module:
+    model = tnn.Sequential(tnn.Linear(2, 3))
+    model[0].in_features = 5
+    return model
+
+
+def _with_deleted_bias() -> tnn.Module:
+    model = tnn.Sequential(tnn.ReLU(), tnn.Linear(2, 3))
+    del model[1].bias
+    return model
+
+
+def _with_stale_padding() -> tnn.Module:
+    model = tnn.Sequential(tnn.Conv1d(2, 2, 3, padding=1, padding_mode="reflect"))
+    model[0].padding = (2,)  # torch's forward keeps padding with the stale (1, 1)
+    return model
+
+
+def _with_float64() -> tnn.Module:
+    return tnn.Sequential(tnn.Linear(2, 3)).double()
+
+
+_REFUSED: list[tuple[str, Callable[[], tnn.Module], list[str]]] = [
+    ("forward_hook", _with_forward_hook, ["'0' (Linear): has a forward hook", "<lambda>"]),
+    ("forward_pre_hook", _with_pre_hook, ["<root> (ModuleList): has a forward pre-hook"]),
+    ("backward_hook", _with_backward_hook, ["'head' (Linear): has a backward hook"]),
+    (
+        "state_dict_hooks",
+        _with_state_dict_hooks,
+        ["'0' (Linear): has a state_dict hook", "'1' (Linear): has a load_state_dict post-hook"],
+    ),
+    ("weight_norm", _with_weight_norm, ["'fc' (Linear): has a forward pre-hook", "WeightNorm"]),
+    (
+        "spectral_norm",
+        _with_spectral_norm,
+        ["'sn' (Linear): has a forward pre-hook", "SpectralNorm object", "state_dict hook"],
+    ),
+    (
+        "parametrization",
+        _with_parametrization,
+        ["'fc' (Linear): parametrized with torch.nn.utils.parametrize (weight: _Orthogonal)"],
+    ),
+    (
+        "array_entry",
+        _with_array_entry,
+        ["'p' (ParameterDict): entry 'z' is a numpy.ndarray, not a Parameter"],
+    ),
+    (
+        "module_entry",
+        _with_module_entry,
+        ["'0' (ParameterList): entry '0' is a torch.nn.modules.linear.Linear"],
+    ),
+    ("changed_attribute", _with_changed_attribute, ["'0.weight': torch's parameter has shape"]),
+    ("deleted_bias", _with_deleted_bias, ["'1' (Linear): cannot be rebuilt", "bias"]),
+    ("float64", _with_float64, ["'0.weight': torch's parameter is float64", "'0.bias'"]),
+    (
+        "stale_padding",
+        _with_stale_padding,
+        ["'0' (Conv1d): padding", "torch [1, 1], fparam [2, 2]"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"), [(m, e) for _, m, e in _REFUSED], ids=[n for n, *_ in _REFUSED]
+)
+def test_what_cannot_be_reproduced_is_a_type_error_naming_the_path(
+    make: Callable[[], tnn.Module], expected: list[str]
+) -> None:
+    model = make()
+    with pytest.raises(TypeError, match="from_torch cannot reproduce") as info:
         fparam.from_torch(model)
+    for text in expected:
+        assert text in str(info.value)
+
+
+def test_a_forward_hook_would_have_changed_the_output() -> None:
+    """The case the refusal exists for: torch's output with the hook is not the layers'."""
+    model = _with_forward_hook()
+    x = torch.from_numpy(_random(3, 2))
+    hooked = model(x)
+    without = model[1](torch.nn.functional.linear(x, model[0].weight, model[0].bias))
+    assert not torch.allclose(hooked, without)
+    with pytest.raises(TypeError, match=r"'0' \(Linear\): has a forward hook"):
+        fparam.from_torch(model)
+
+
+def test_a_global_hook_is_refused() -> None:
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: out)
+    try:
+        with pytest.raises(TypeError, match=r"<global>: a global forward hook"):
+            fparam.from_torch(tnn.Linear(2, 2))
+    finally:
+        handle.remove()
+    fparam.from_torch(tnn.Linear(2, 2))  # converts again once the hook is gone
+
+
+def test_every_problem_is_listed_at_once() -> None:
+    model = tnn.Sequential(
+        _with_forward_hook(), _with_array_entry(), tnn.BatchNorm1d(2), _with_changed_attribute()
+    )
+    with pytest.raises(TypeError) as info:
+        fparam.from_torch(model)
+    message = str(info.value)
+    for text in [
+        "torch.nn.modules.batchnorm.BatchNorm1d (at '2')",
+        "'0.0' (Linear): has a forward hook",
+        "'1.p' (ParameterDict): entry 'z'",
+        "'3.0.weight': torch's parameter has shape (3, 2)",
+    ]:
+        assert text in message
 
 
 # --------------------------------------------------------------------------- no torch import

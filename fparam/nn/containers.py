@@ -16,7 +16,7 @@ from typing import Any, TypeVar, overload
 import jax
 import numpy as np
 
-from fparam._module import Buffer, Module, Parameter, _typename
+from fparam._module import Buffer, Module, Parameter, _torch_to_numpy, _typename
 
 __all__ = ["ModuleDict", "ModuleList", "ParameterDict", "ParameterList", "Sequential"]
 
@@ -375,19 +375,36 @@ def _pairs(values: Any, owner: str, sort_plain_mappings: bool) -> list[tuple[Any
     return pairs
 
 
+def _is_torch(value: Any, module: str, name: str) -> bool:
+    """Whether ``value`` is an instance of torch's ``module.name`` (torch is never imported)."""
+    return any(c.__name__ == name and c.__module__ == module for c in type(value).__mro__)
+
+
 def _as_parameter(value: Any) -> Any:
-    """Arrays become ``Parameter``s on every add path of the parameter containers."""
+    """What torch's parameter containers store for ``value``, on every add path.
+
+    torch wraps any tensor in a ``Parameter`` (a ``Parameter`` keeps its ``requires_grad``; a
+    plain tensor or a ``Buffer`` gets ``requires_grad=True``, whatever its own flag) and keeps
+    other objects as plain entries. fparam does the same with torch tensors and with its own
+    arrays (JAX and NumPy), which play the tensor's part. An integer array raises torch's
+    ``RuntimeError`` (it cannot require gradients).
+    """
     if isinstance(value, Buffer):
         return Parameter(value.data)
     if isinstance(value, (jax.Array, np.ndarray)):
         return Parameter(value)
+    if _is_torch(value, "torch", "Tensor"):
+        frozen = _is_torch(value, "torch.nn.parameter", "Parameter") and not value.requires_grad
+        # A copy: the container must not share memory with the torch tensor.
+        return Parameter(np.array(_torch_to_numpy(value), copy=True), requires_grad=not frozen)
     return value
 
 
 class ParameterList(Module):
     """A list of parameters, like ``torch.nn.ParameterList``.
 
-    Arrays are turned into ``Parameter``s; other objects are kept as plain (static) entries,
+    Arrays and torch tensors are turned into ``Parameter``s (a torch ``Parameter`` keeps its
+    ``requires_grad``); other objects are kept as plain (static) entries,
     counted by ``len`` but not parameters. Indexing returns arrays, as reading any parameter
     attribute does.
     """
@@ -469,7 +486,8 @@ class ParameterList(Module):
 class ParameterDict(Module):
     """An ordered dict of parameters, like ``torch.nn.ParameterDict``.
 
-    Arrays become ``Parameter``s; other objects are kept as plain entries. Built from a plain
+    Arrays and torch tensors become ``Parameter``s (a torch ``Parameter`` keeps its
+    ``requires_grad``); other objects are kept as plain entries. Built from a plain
     ``dict``, the keys are inserted in sorted order (torch's rule); from an ``OrderedDict``,
     another ``ParameterDict`` or an iterable of pairs, in the given order. A missing key raises
     an error that is both a ``KeyError`` and torch's ``AttributeError``.

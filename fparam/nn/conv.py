@@ -20,16 +20,17 @@ Differences, all of them errors raised earlier than torch raises them:
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fparam import _random
 from fparam._module import Module, Parameter
+from fparam.nn import _validation as V
 from fparam.nn import functional as F
 from fparam.nn import init
 from fparam.nn.functional import conv as conv_f
@@ -147,8 +148,16 @@ class _ConvNd(Module):
         *,
         key: jax.Array | None = None,
     ) -> None:
-        super().__init__()
         name = type(self).__name__
+        dtype = V.resolve_dtype(name, dtype)
+        device = V.resolve_device(name, device)
+        key = V.check_key(name, key)
+        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, numbers.Real):  # torch: an unnamed TypeError from `%`
+                V.check_int(name, arg, value)
+        if not isinstance(groups, numbers.Real):  # torch: an unnamed TypeError from `<=`
+            V.check_int(name, "groups", groups)
+        super().__init__()
         # torch's checks, in torch's order (§3.2).
         if transposed and padding_mode != "zeros":
             raise ValueError(_TRANSPOSE_PADDING_MODE.format(cls=name))
@@ -195,7 +204,6 @@ class _ConvNd(Module):
                 p for p in reversed(self.padding) for _ in range(2)
             )
 
-        dtype = jnp.float32 if dtype is None else dtype
         if transposed:
             shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
         else:
@@ -417,9 +425,12 @@ class Conv1d(_ConvForward):
         groups: blocked connections; divides ``in_channels`` and ``out_channels`` (default 1).
         bias: whether to learn a bias (``False`` registers ``bias`` as ``None``).
         padding_mode: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
-        device: a JAX device (or sharding) for the parameters; ``None`` for the default.
-        dtype: parameter dtype (float32 by default).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: a JAX device or sharding for the parameters, or torch's spelling (``'cpu'``,
+            ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default): a NumPy/JAX dtype, its name, or a
+            torch dtype.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None`` draws
+            from fparam's default stream.
 
     Parameters: ``weight`` ``(C_out, C_in/groups, k)``, ``bias`` ``(C_out,)``, both initialised
     ``U(-1/√fan_in, 1/√fan_in)`` with ``fan_in = C_in/groups * k``.
@@ -475,9 +486,12 @@ class Conv2d(_ConvForward):
         groups: blocked connections; divides ``in_channels`` and ``out_channels`` (default 1).
         bias: whether to learn a bias (``False`` registers ``bias`` as ``None``).
         padding_mode: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
-        device: a JAX device (or sharding) for the parameters; ``None`` for the default.
-        dtype: parameter dtype (float32 by default).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: a JAX device or sharding for the parameters, or torch's spelling (``'cpu'``,
+            ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default): a NumPy/JAX dtype, its name, or a
+            torch dtype.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None`` draws
+            from fparam's default stream.
 
     Parameters: ``weight`` ``(C_out, C_in/groups, kH, kW)`` (OIHW), ``bias`` ``(C_out,)``, both
     initialised ``U(-1/√fan_in, 1/√fan_in)`` with ``fan_in = C_in/groups * kH * kW``.
@@ -533,9 +547,12 @@ class Conv3d(_ConvForward):
         groups: blocked connections; divides ``in_channels`` and ``out_channels`` (default 1).
         bias: whether to learn a bias (``False`` registers ``bias`` as ``None``).
         padding_mode: ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
-        device: a JAX device (or sharding) for the parameters; ``None`` for the default.
-        dtype: parameter dtype (float32 by default).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: a JAX device or sharding for the parameters, or torch's spelling (``'cpu'``,
+            ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default): a NumPy/JAX dtype, its name, or a
+            torch dtype.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None`` draws
+            from fparam's default stream.
 
     Parameters: ``weight`` ``(C_out, C_in/groups, kD, kH, kW)`` (OIDHW), ``bias`` ``(C_out,)``,
     both initialised ``U(-1/√fan_in, 1/√fan_in)`` with ``fan_in = C_in/groups * kD * kH * kW``.
@@ -593,9 +610,12 @@ class ConvTranspose1d(_ConvTransposeForward):
         bias: whether to learn a bias (``False`` registers ``bias`` as ``None``).
         dilation: int or 1-tuple (default 1).
         padding_mode: only ``'zeros'``.
-        device: a JAX device (or sharding) for the parameters; ``None`` for the default.
-        dtype: parameter dtype (float32 by default).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: a JAX device or sharding for the parameters, or torch's spelling (``'cpu'``,
+            ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default): a NumPy/JAX dtype, its name, or a
+            torch dtype.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None`` draws
+            from fparam's default stream.
 
     Parameters: ``weight`` ``(C_in, C_out/groups, k)``, ``bias`` ``(C_out,)``, both initialised
     ``U(-1/√fan_in, 1/√fan_in)`` with torch's ``fan_in = C_out/groups * k``.
@@ -654,9 +674,12 @@ class ConvTranspose2d(_ConvTransposeForward):
         bias: whether to learn a bias (``False`` registers ``bias`` as ``None``).
         dilation: int or 2-tuple (default 1).
         padding_mode: only ``'zeros'``.
-        device: a JAX device (or sharding) for the parameters; ``None`` for the default.
-        dtype: parameter dtype (float32 by default).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: a JAX device or sharding for the parameters, or torch's spelling (``'cpu'``,
+            ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default): a NumPy/JAX dtype, its name, or a
+            torch dtype.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None`` draws
+            from fparam's default stream.
 
     Parameters: ``weight`` ``(C_in, C_out/groups, kH, kW)``, ``bias`` ``(C_out,)``, both
     initialised ``U(-1/√fan_in, 1/√fan_in)`` with torch's ``fan_in = C_out/groups * kH * kW``.
@@ -715,9 +738,12 @@ class ConvTranspose3d(_ConvTransposeForward):
         bias: whether to learn a bias (``False`` registers ``bias`` as ``None``).
         dilation: int or 3-tuple (default 1).
         padding_mode: only ``'zeros'``.
-        device: a JAX device (or sharding) for the parameters; ``None`` for the default.
-        dtype: parameter dtype (float32 by default).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: a JAX device or sharding for the parameters, or torch's spelling (``'cpu'``,
+            ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default): a NumPy/JAX dtype, its name, or a
+            torch dtype.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None`` draws
+            from fparam's default stream.
 
     Parameters: ``weight`` ``(C_in, C_out/groups, kD, kH, kW)``, ``bias`` ``(C_out,)``, both
     initialised ``U(-1/√fan_in, 1/√fan_in)`` with torch's ``fan_in = C_out/groups * prod(k)``.

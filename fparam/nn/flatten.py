@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
+import numpy as np
 
 from fparam._module import Module
+from fparam.nn import _validation as V
 from fparam.nn import functional as F
 
 __all__ = ["Flatten", "Unflatten"]
@@ -31,22 +33,24 @@ class Unflatten(Module):
     """Split dim ``dim`` into ``unflattened_size`` (one entry may be ``-1``)."""
 
     def __init__(self, dim: int, unflattened_size: Sequence[int]) -> None:
-        super().__init__()
-        if not isinstance(dim, int):
-            raise TypeError(f"invalid argument dim: expected int, got {type(dim).__name__}")
+        dim = V.check_int("Unflatten", "dim", dim)  # torch: TypeError in forward
         if not isinstance(unflattened_size, (tuple, list)):
             raise TypeError(
                 "unflattened_size must be a tuple of ints, but found type "
                 f"{type(unflattened_size).__name__}"
             )
+        sizes = []
         for index, size in enumerate(unflattened_size):
-            if not isinstance(size, int):
+            # bool too: torch accepts True here and raises this TypeError in forward.
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
                 raise TypeError(
                     "unflattened_size must be tuple of ints, but found element of type "
                     f"{type(size).__name__} at pos {index}"
                 )
+            sizes.append(int(size))
+        super().__init__()
         self.dim = dim
-        self.unflattened_size = tuple(unflattened_size)
+        self.unflattened_size = tuple(sizes)
 
     def forward(self, input: jax.Array) -> jax.Array:
         return F.unflatten(input, self.dim, self.unflattened_size)

@@ -6,10 +6,10 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from fparam import _random
 from fparam._module import Module, Parameter
+from fparam.nn import _validation as V
 from fparam.nn import functional as F
 from fparam.nn import init
 
@@ -37,9 +37,14 @@ class Linear(Module):
         in_features: size of the last input dimension.
         out_features: size of the last output dimension.
         bias: whether to learn an additive bias (``False`` registers ``bias`` as ``None``).
-        device: a JAX device (or sharding) to place the parameters on; ``None`` for the default.
-        dtype: parameter dtype (float32 by default, as in torch).
-        key: JAX key for the initial values; ``None`` draws from fparam's default stream.
+        device: where to place the parameters: a JAX device or sharding, or torch's spelling
+            (``'cpu'``, ``'cuda'``, ``'cuda:0'``); ``None`` for JAX's default.
+        dtype: floating parameter dtype (float32 by default, as in torch); a torch dtype
+            (``torch.float16``), a NumPy/JAX dtype or a dtype name.
+        key: JAX key for the initial values (``jax.random.key(0)``, not an int); ``None``
+            draws from fparam's default stream.
+
+    Sizes must be non-negative ints (``TypeError`` / ``RuntimeError`` otherwise, as in torch).
 
     Parameters ``weight`` ``(out_features, in_features)`` and ``bias`` ``(out_features,)`` start
     as torch's: both ``U(-1/√in_features, 1/√in_features)``.
@@ -55,10 +60,14 @@ class Linear(Module):
         *,
         key: jax.Array | None = None,
     ) -> None:
+        in_features = V.check_size("Linear", "in_features", in_features)
+        out_features = V.check_size("Linear", "out_features", out_features)
+        dtype = V.resolve_dtype("Linear", dtype)
+        device = V.resolve_device("Linear", device)
+        key = V.check_key("Linear", key)
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        dtype = jnp.float32 if dtype is None else dtype
         shapes: dict[str, tuple[int, ...]] = {"weight": (out_features, in_features)}
         if bias:
             shapes["bias"] = (out_features,)

@@ -12,8 +12,9 @@ import warnings
 from typing import Any
 
 import jax
+import numpy as np
 
-from fparam._module import Module
+from fparam._module import Module, _torch_to_numpy
 from fparam.nn import functional as F
 
 __all__ = ["BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "L1Loss", "MSELoss", "NLLLoss"]
@@ -48,6 +49,14 @@ def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
     return reduction
 
 
+def _weight_buffer(value: Any) -> Any:
+    """A class-weight argument as a buffer value: torch tensors (what a torch user passes) are
+    copied to NumPy; anything else goes to ``register_buffer``, which names what it refuses."""
+    if value is not None and hasattr(value, "detach") and hasattr(value, "__array__"):
+        return np.array(_torch_to_numpy(value), copy=True)
+    return value
+
+
 class _Loss(Module):
     def __init__(
         self, size_average: bool | None = None, reduce: bool | None = None, reduction: str = "mean"
@@ -66,6 +75,7 @@ class _WeightedLoss(_Loss):
         reduce: bool | None = None,
         reduction: str = "mean",
     ) -> None:
+        weight = _weight_buffer(weight)
         super().__init__(size_average, reduce, reduction)
         self.register_buffer("weight", weight)
 
@@ -163,9 +173,10 @@ class BCEWithLogitsLoss(_Loss):
         reduction: str = "mean",
         pos_weight: Any = None,
     ) -> None:
+        weight = _weight_buffer(weight)
         super().__init__(size_average, reduce, reduction)
         self.register_buffer("weight", weight)
-        self.register_buffer("pos_weight", pos_weight)
+        self.register_buffer("pos_weight", _weight_buffer(pos_weight))
 
     def forward(self, input: jax.Array, target: jax.Array) -> jax.Array:
         return F.binary_cross_entropy_with_logits(

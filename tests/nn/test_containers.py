@@ -839,3 +839,135 @@ def test_parameterdict_entries_become_parameters():
 def test_parameterdict_call():
     t_exc, f_exc = same_error(lambda: T.nn.ParameterDict()(1), lambda: F.nn.ParameterDict()(1))
     assert str(f_exc) == str(t_exc) == "ParameterDict should not be called."
+
+
+# --------------------------------------------------------------------------------------------
+# What the parameter containers store for each kind of value, against torch 2.13.
+#
+# torch wraps a torch tensor into a Parameter (requires_grad=True, whatever the tensor's flag;
+# a Parameter keeps its own) and keeps other objects as plain entries. fparam does the same for
+# torch tensors, and treats its own arrays (JAX, NumPy) as torch treats tensors: torch's side of
+# those cases is run with the equivalent torch tensor.
+
+_VALUES = {
+    "tensor": lambda: (torch.arange(2.0), torch.arange(2.0)),
+    "tensor_requires_grad": lambda: (
+        torch.ones(2, requires_grad=True),
+        torch.ones(2, requires_grad=True),
+    ),
+    "tensor_requires_grad_false": lambda: (torch.ones(2), torch.ones(2)),
+    "torch_parameter": lambda: (
+        torch.nn.Parameter(torch.ones(3)),
+        torch.nn.Parameter(torch.ones(3)),
+    ),
+    "torch_parameter_frozen": lambda: (
+        torch.nn.Parameter(torch.ones(3), requires_grad=False),
+        torch.nn.Parameter(torch.ones(3), requires_grad=False),
+    ),
+    "torch_buffer": lambda: (torch.nn.Buffer(torch.ones(2)), torch.nn.Buffer(torch.ones(2))),
+    "jax_array": lambda: (torch.ones(2), jnp.ones(2)),
+    "numpy_array": lambda: (torch.ones(2), np.ones(2, np.float32)),
+    "int": lambda: (3, 3),
+    "str": lambda: ("tag", "tag"),
+    "none": lambda: (None, None),
+}
+
+_LIST_ADDS = {
+    "constructor": lambda P, v: P([v]),
+    "append": lambda P, v: P().append(v),
+    "extend": lambda P, v: P().extend([v]),
+    "iadd": lambda P, v: P().__iadd__([v]),
+    "setitem_over_plain_entry": lambda P, v: _set(P(["old"]), 0, v),
+}
+
+_DICT_ADDS = {
+    "constructor": lambda P, v: P({"a": v}),
+    "setitem": lambda P, v: _set(P(), "a", v),
+    "update_pairs": lambda P, v: _update(P(), [("a", v)]),
+    "update_ordered": lambda P, v: _update(P(), OrderedDict(a=v)),
+    "setdefault": lambda P, v: _setdefault(P(), "a", v),
+}
+
+
+def _set(container, key, value):
+    container[key] = value
+    return container
+
+
+def _update(container, values):
+    container.update(values)
+    return container
+
+
+def _setdefault(container, key, value):
+    container.setdefault(key, value)
+    return container
+
+
+def _stored(container):
+    """What a user can observe: parameters (name, requires_grad, shape), state_dict keys,
+    length, and whether each entry is a parameter or a plain object (and which)."""
+    params = [(n, p.requires_grad, tuple(p.shape)) for n, p in container.named_parameters()]
+    names = list(container) if hasattr(container, "keys") else range(len(container))
+    entries = []
+    for key in names:
+        value = container[key]
+        if isinstance(value, (torch.Tensor, jax.Array)):
+            entries.append("array")
+        else:
+            entries.append(value)
+    return params, list(container.state_dict()), len(container), entries
+
+
+@pytest.mark.parametrize("value", list(_VALUES))
+@pytest.mark.parametrize("add", list(_LIST_ADDS))
+def test_parameterlist_stores_each_kind_of_value_as_torch(add, value):
+    t_value, f_value = _VALUES[value]()
+    t = _LIST_ADDS[add](torch.nn.ParameterList, t_value)
+    f = _LIST_ADDS[add](nn.ParameterList, f_value)
+    assert _stored(f) == _stored(t)
+
+
+@pytest.mark.parametrize("value", list(_VALUES))
+@pytest.mark.parametrize("add", list(_DICT_ADDS))
+def test_parameterdict_stores_each_kind_of_value_as_torch(add, value):
+    t_value, f_value = _VALUES[value]()
+    t = _DICT_ADDS[add](torch.nn.ParameterDict, t_value)
+    f = _DICT_ADDS[add](nn.ParameterDict, f_value)
+    assert _stored(f) == _stored(t)
+
+
+def test_a_torch_tensor_in_a_container_is_saved_and_copied():
+    source = torch.arange(3.0)
+    pl = nn.ParameterList([source])
+    pd = nn.ParameterDict({"w": torch.nn.Parameter(torch.ones(2), requires_grad=False)})
+    np.testing.assert_array_equal(np.asarray(pl.state_dict()["0"]), [0.0, 1.0, 2.0])
+    assert [(n, p.requires_grad) for n, p in pd.named_parameters()] == [("w", False)]
+    source.add_(1.0)  # the container holds a copy, not a view of torch's memory
+    np.testing.assert_array_equal(np.asarray(pl[0]), [0.0, 1.0, 2.0])
+
+
+@pytest.mark.parametrize("value", ["int", "str"])
+def test_a_plain_object_over_a_parameter_slot_is_refused_as_torch(value):
+    t_value, f_value = _VALUES[value]()
+    t = torch.nn.ParameterList([torch.ones(1)])
+    f = nn.ParameterList([jnp.ones(1)])
+    _, f_exc = same_error(lambda: _set(t, 0, t_value), lambda: _set(f, 0, f_value))
+    assert "parameter '0'" in str(f_exc)
+    assert _stored(f) == _stored(t)  # unchanged
+
+
+def test_an_int_torch_tensor_cannot_become_a_parameter_and_changes_nothing():
+    t = torch.nn.ParameterList([torch.ones(1)])
+    f = nn.ParameterList([jnp.ones(1)])
+    same_error(
+        lambda: t.extend([torch.ones(2), torch.arange(3)]),
+        lambda: f.extend([torch.ones(2), torch.arange(3)]),
+        "floating point",
+    )
+    assert len(f) == 1 and pnames(f) == ["0"]  # all-or-nothing (torch keeps the first one)
+    td = torch.nn.ParameterDict()
+    fd = nn.ParameterDict()
+    same_error(lambda: _set(td, "a", torch.arange(2)), lambda: _set(fd, "a", torch.arange(2)))
+    assert list(fd.keys()) == []  # torch is left with a key 'a' that has no value
+    assert list(td.keys()) == ["a"]

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
+from fparam.nn import _validation as V
 from fparam.nn.functional.shape import _wrap_dim
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 _GELU_APPROXIMATE = "approximate argument must be either none or tanh."
+_NOT_A_DTYPE = "softmax/log_softmax: argument 'dtype' must be a dtype, got {dtype!r}"
 _IMPLICIT_DIM = (
     "Implicit dimension choice for {name} has been deprecated. Change the call to include "
     "dim=X as an argument."
@@ -46,6 +48,7 @@ def relu(input: jax.Array) -> jax.Array:
 
     An array of the same shape and dtype.
     """
+    V.check_array("relu()", "input", input)
     return jax.nn.relu(input)
 
 
@@ -63,6 +66,8 @@ def leaky_relu(input: jax.Array, negative_slope: float = 0.01) -> jax.Array:
 
     An array of the same shape and dtype.
     """
+    V.check_array("leaky_relu()", "input", input)
+    V.check_number("leaky_relu()", "negative_slope", negative_slope)
     input = jnp.asarray(input)
     return jnp.where(input > 0, input, input * negative_slope)
 
@@ -80,6 +85,8 @@ def elu(input: jax.Array, alpha: float = 1.0) -> jax.Array:
 
     An array of the same shape and dtype.
     """
+    V.check_array("elu()", "input", input)
+    V.check_number("elu()", "alpha", alpha)
     input = jnp.asarray(input)
     positive = input > 0
     # The inner `where` keeps expm1 finite on the unused branch, so its gradient stays clean.
@@ -103,6 +110,9 @@ def gelu(input: jax.Array, approximate: str = "none") -> jax.Array:
 
     An array of the same shape and dtype.
     """
+    V.check_array("gelu()", "input", input)
+    if not isinstance(approximate, str):  # torch's TypeError
+        V.check_str_choice("gelu()", "approximate", approximate, ("none", "tanh"), RuntimeError)
     if approximate not in ("none", "tanh"):
         raise RuntimeError(_GELU_APPROXIMATE)
     return jax.nn.gelu(input, approximate=approximate == "tanh")
@@ -119,6 +129,7 @@ def silu(input: jax.Array) -> jax.Array:
 
     An array of the same shape and dtype.
     """
+    V.check_array("silu()", "input", input)
     return jax.nn.silu(input)
 
 
@@ -133,6 +144,7 @@ def sigmoid(input: jax.Array) -> jax.Array:
 
     An array of the same shape and dtype.
     """
+    V.check_array("sigmoid()", "input", input)
     return jax.nn.sigmoid(input)
 
 
@@ -147,10 +159,12 @@ def tanh(input: jax.Array) -> jax.Array:
 
     An array of the same shape and dtype.
     """
+    V.check_array("tanh()", "input", input)
     return jnp.tanh(input)
 
 
 def _softmax_dim(name: str, ndim: int, dim: int | None) -> int:
+    dim = V.check_optional_int(f"{name}()", "dim", dim)
     if dim is None:
         # torch's legacy `_get_softmax_dim` rule, with its deprecation warning.
         warnings.warn(_IMPLICIT_DIM.format(name=name), UserWarning, stacklevel=3)
@@ -160,7 +174,15 @@ def _softmax_dim(name: str, ndim: int, dim: int | None) -> int:
 
 def _prepare(input: jax.Array, dtype: DTypeLike | None) -> jax.Array:
     input = jnp.asarray(input)
-    return input if dtype is None else input.astype(dtype)
+    if dtype is None:
+        return input
+    if type(dtype).__module__ == "torch":  # torch.float32 -> "float32", torch never imported
+        dtype = str(dtype).removeprefix("torch.")
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(_NOT_A_DTYPE.format(dtype=dtype)) from None
+    return input.astype(dtype)
 
 
 def softmax(input: jax.Array, dim: int | None = None, dtype: DTypeLike | None = None) -> jax.Array:
@@ -177,6 +199,7 @@ def softmax(input: jax.Array, dim: int | None = None, dtype: DTypeLike | None = 
 
     An array of the input's shape whose slices along ``dim`` sum to 1.
     """
+    V.check_array("softmax()", "input", input)
     input = _prepare(input, dtype)
     axis = _softmax_dim("softmax", input.ndim, dim)
     if input.ndim == 0:
@@ -200,6 +223,7 @@ def log_softmax(
 
     An array of the input's shape.
     """
+    V.check_array("log_softmax()", "input", input)
     input = _prepare(input, dtype)
     axis = _softmax_dim("log_softmax", input.ndim, dim)
     if input.ndim == 0:

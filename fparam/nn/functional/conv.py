@@ -33,6 +33,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from fparam.nn import _validation as V
+
 __all__ = [
     "conv1d",
     "conv2d",
@@ -106,6 +108,10 @@ _OUTPUT_TOO_SMALL = (
     "Output size is too small"
 )
 _DTYPE_MISMATCH = "Input type ({input}) and {what} type ({other}) should be the same"
+_PAD_NOT_SEQUENCE = "pad(): argument 'pad' must be tuple of ints, not {type}"
+_OUTPUT_SIZE_NOT_INT = (
+    "output_size must be a sequence of ints, but found element of type {type} at pos {pos}"
+)
 _OUTPUT_SIZE_LENGTH = (
     "ConvTranspose{n}D: for {rank}D input, output_size must have {n} or {full} elements (got {got})"
 )
@@ -329,13 +335,20 @@ def conv_transpose_output_padding(
         return _ntuple(output_padding, n, fn, "output_padding")
     rank = len(input_shape)
     num_non_spatial = 2 if rank == n + 2 else 1
-    requested = [int(s) for s in output_size]
+    requested = list(output_size)
     if len(requested) == num_non_spatial + n:
         requested = requested[num_non_spatial:]
     if len(requested) != n:
         raise ValueError(
             _OUTPUT_SIZE_LENGTH.format(n=n, rank=rank, full=num_non_spatial + n, got=len(requested))
         )
+    for pos, size in enumerate(requested):
+        try:
+            requested[pos] = operator.index(size)
+        except TypeError:  # torch's TypeError; int() would silently truncate 9.5 to 9
+            raise TypeError(
+                _OUTPUT_SIZE_NOT_INT.format(type=type(size).__name__, pos=pos)
+            ) from None
     spatial = tuple(int(s) for s in input_shape[rank - n :])
     min_sizes = list(conv_transpose_output_size(spatial, kernel_size, stride, padding, 0, dilation))
     max_sizes = [m + s - 1 for m, s in zip(min_sizes, _ntuple(stride, n, fn, "stride"))]
@@ -1181,6 +1194,11 @@ def pad(
         RuntimeError / NotImplementedError / TypeError: where torch raises them, with torch's
         messages.
     """
+    V.check_array("pad()", "input", input)
+    if not isinstance(pad, (tuple, list)):  # torch's TypeError ('NoneType' is not iterable)
+        raise TypeError(_PAD_NOT_SEQUENCE.format(type=type(pad).__name__))
+    if value is not None:
+        V.check_number("pad()", "value", value)
     x = jnp.asarray(input)
     if mode not in _PAD_MODES:
         raise NotImplementedError(_PAD_MODE.format(mode=mode))

@@ -7,6 +7,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from fparam.nn import _validation as V
+
 __all__ = ["linear"]
 
 _ZERO_DIM = "both arguments to linear need to be at least 1D, but they are {a}D and {b}D"
@@ -76,6 +78,9 @@ def linear(input: jax.Array, weight: jax.Array, bias: jax.Array | None = None) -
 
     An array of shape ``(*, out_features)`` and the input's dtype.
     """
+    V.check_array("linear()", "input", input)
+    V.check_array("linear()", "weight", weight)
+    V.check_optional_array("linear()", "bias", bias)
     input = jnp.asarray(input)
     weight = jnp.asarray(weight)
     if input.ndim == 0 or weight.ndim == 0:

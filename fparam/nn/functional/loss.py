@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fparam.nn import _validation as V
+
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
@@ -348,7 +350,11 @@ def nll_loss(
     A scalar, or the per-element loss of the target's shape for ``'none'``. Out-of-range indices
     behave as in `cross_entropy`.
     """
+    V.check_array("nll_loss()", "input", input)
+    V.check_array("nll_loss()", "target", target)
     _check_reduction(reduction)
+    ignore_index = V.check_int("nll_loss()", "ignore_index", ignore_index)
+    V.check_optional_array("nll_loss()", "weight", weight)
     input, target = _view(input), _view(target)
     if input.ndim < 1:
         raise ValueError(_NO_DIMS.format(ndim=input.ndim))
@@ -419,7 +425,12 @@ def cross_entropy(
     A scalar of the input's dtype, or for ``'none'`` the per-element loss of shape ``()``,
     ``(N)`` or ``(N, d1, ..., dK)``.
     """
+    V.check_array("cross_entropy()", "input", input)
+    V.check_array("cross_entropy()", "target", target)
     _check_reduction(reduction)
+    ignore_index = V.check_int("cross_entropy()", "ignore_index", ignore_index)
+    V.check_number("cross_entropy()", "label_smoothing", label_smoothing)
+    V.check_optional_array("cross_entropy()", "weight", weight)
     input, target = _view(input), _view(target)
     weight = None if weight is None else _view(weight)
 
@@ -565,6 +576,8 @@ def mse_loss(
 
     A scalar, or the elementwise loss for ``'none'``.
     """
+    V.check_array("mse_loss()", "input", input)
+    V.check_array("mse_loss()", "target", target)
     return _pointwise(input, target, weight, reduction, "mse", "square")
 
 
@@ -589,6 +602,8 @@ def l1_loss(
 
     A scalar, or the elementwise loss for ``'none'``.
     """
+    V.check_array("l1_loss()", "input", input)
+    V.check_array("l1_loss()", "target", target)
     return _pointwise(input, target, weight, reduction, "l1", "abs")
 
 
@@ -643,7 +658,10 @@ def binary_cross_entropy(
 
     A scalar, or the elementwise loss for ``'none'``.
     """
+    V.check_array("binary_cross_entropy()", "input", input)
+    V.check_array("binary_cross_entropy()", "target", target)
     _check_reduction(reduction)
+    V.check_optional_array("binary_cross_entropy()", "weight", weight)
     input, target = _view(input), _view(target)
     if target.shape != input.shape:
         raise ValueError(
@@ -688,7 +706,11 @@ def binary_cross_entropy_with_logits(
 
     A scalar, or the elementwise loss for ``'none'``.
     """
+    V.check_array("binary_cross_entropy_with_logits()", "input", input)
+    V.check_array("binary_cross_entropy_with_logits()", "target", target)
     _check_reduction(reduction)
+    V.check_optional_array("binary_cross_entropy_with_logits()", "weight", weight)
+    V.check_optional_array("binary_cross_entropy_with_logits()", "pos_weight", pos_weight)
     input, target = _view(input), _view(target)
     if target.shape != input.shape:
         raise ValueError(

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from fparam.nn import _validation as V
+
 __all__ = ["flatten", "unflatten"]
 
 _DIM_RANGE = "Dimension out of range (expected to be in range of [{lo}, {hi}], but got {dim})"
@@ -61,6 +63,9 @@ def flatten(input: jax.Array, start_dim: int = 0, end_dim: int = -1) -> jax.Arra
     A reshaped array with the same elements and dtype. Out-of-range dims raise torch's
     ``IndexError``; ``start_dim`` after ``end_dim`` raises ``RuntimeError``.
     """
+    V.check_array("flatten()", "input", input)
+    start_dim = V.check_int("flatten()", "start_dim", start_dim)
+    end_dim = V.check_int("flatten()", "end_dim", end_dim)
     input = jnp.asarray(input)
     start = _wrap_dim(start_dim, input.ndim)
     end = _wrap_dim(end_dim, input.ndim)
@@ -88,11 +93,13 @@ def unflatten(input: jax.Array, dim: int, sizes: Sequence[int]) -> jax.Array:
     A reshaped array with ``len(sizes) - 1`` more axes. Errors are torch's: ``IndexError`` for
     a bad ``dim``, ``RuntimeError`` for sizes that don't multiply up.
     """
+    V.check_array("unflatten()", "input", input)
+    dim = V.check_int("unflatten()", "dim", dim)
+    sizes = [V.check_int("unflatten()", f"sizes[{i}]", s) for i, s in enumerate(sizes)]
     input = jnp.asarray(input)
     if input.ndim == 0:
         raise IndexError("Dimension specified as 0 but tensor has no dimensions")
     d = _wrap_dim(dim, input.ndim)
-    sizes = [operator.index(s) for s in sizes]
     if not sizes:
         raise RuntimeError(_UNFLATTEN_EMPTY)
     size = input.shape[d]
