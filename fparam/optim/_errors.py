@@ -6,6 +6,15 @@ name the argument, key or parameter, what was given and what was expected.
 
 from __future__ import annotations
 
+
+class MissingKeyError(KeyError, ValueError):
+    """A state dict lacks a key it must have: a ``KeyError`` as torch raises (its own is a bare
+    ``KeyError: 'state'``), and a ``ValueError`` (a bad value) whose message reads plainly."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 BAD_HYPERPARAMETER = "{where} must be a real number or a 1-element array of real numbers, got {got}"
 
 BAD_HYPERPARAMETER_SIZE = "Tensor {name} must be 1-element (got {where} of shape {shape})"

@@ -5,9 +5,12 @@ fparam optimizers are values, so a scheduler cannot reach "the" optimizer behind
 back as torch's does. It offers both styles:
 
 * torch style, at top level: ``opt = scheduler.step(opt)`` after each epoch (it sets the lrs of
-  the optimizer you pass, in place, and returns it);
+  the optimizer you pass, in place, and returns it). Inside ``jit`` or ``scan`` it raises: it
+  would advance the epoch once, when the step is traced, and the compiled step would keep that
+  lr for ever;
 * inside ``jit``: ``opt = scheduler.apply(opt, epoch)`` sets the lrs for a (traced) epoch
-  number without touching ``scheduler``; the lr is a leaf, so nothing recompiles.
+  number without touching ``scheduler``, on a copy that the step must return (as every value
+  changed under ``jit``); the lr is a leaf, so nothing recompiles.
 
 Both compute torch's values: ``lr_at(epoch)`` is the closed form of torch's recursive update
 (equal up to float rounding).
@@ -24,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fparam.optim._errors import SCHEDULER_STEP_TRACED
 from fparam.optim.optimizer import Optimizer
 
 __all__ = ["CosineAnnealingLR", "LRScheduler", "LambdaLR", "MultiStepLR", "StepLR"]
@@ -31,6 +35,11 @@ __all__ = ["CosineAnnealingLR", "LRScheduler", "LambdaLR", "MultiStepLR", "StepL
 
 def _is_python_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _staging() -> bool:
+    """Whether the caller runs inside ``jit``/``scan`` (where every new array is traced)."""
+    return isinstance(jnp.asarray(0), jax.core.Tracer)
 
 
 def _float(x: Any) -> Any:
@@ -64,7 +73,16 @@ class LRScheduler:
         return [self._factor(epoch, base) for base in self.base_lrs]
 
     def apply(self, optimizer: Optimizer, epoch: Any) -> Optimizer:
-        """A copy of ``optimizer`` with the lrs of ``epoch``; pure, usable inside ``jit``."""
+        """A copy of ``optimizer`` with the lrs of ``epoch``; pure, usable inside ``jit``.
+
+        Arguments:
+            optimizer: left unchanged.
+            epoch: a Python int, or an integer array (traced under ``jit``).
+
+        Returns:
+            The new optimizer; inside a jitted step, return it (or what ``step`` makes of it),
+            or the new lrs are lost with the trace.
+        """
         leaves, treedef = jax.tree.flatten(optimizer)
         new = jax.tree.unflatten(treedef, leaves)
         for group, lr in zip(new.param_groups, self.lr_at(epoch)):
@@ -74,7 +92,16 @@ class LRScheduler:
         return new
 
     def step(self, optimizer: Optimizer) -> Optimizer:
-        """Advance one epoch and set ``optimizer``'s lrs in place (top level); returns it."""
+        """Advance one epoch and set ``optimizer``'s lrs in place (top level); returns it.
+
+        Raises ``RuntimeError`` inside ``jit``/``scan`` (with a traced optimizer, or a concrete
+        one captured by closure): the epoch would advance once at trace time. Use
+        ``scheduler.apply(opt, epoch)`` there.
+        """
+        if _staging() or any(
+            isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(optimizer)
+        ):
+            raise RuntimeError(SCHEDULER_STEP_TRACED.format(cls=type(self).__name__))
         if len(optimizer.param_groups) != len(self.base_lrs):
             raise ValueError(
                 f"the scheduler was built for {len(self.base_lrs)} parameter groups, the "

@@ -29,6 +29,7 @@ from fparam.optim._errors import (
     LOAD_INSIDE_TRACE,
     LOAD_NOT_OPTIMIZER_STATE,
     SWAPPED_ARGUMENTS,
+    MissingKeyError,
 )
 
 __all__ = ["Optimizer"]
@@ -915,7 +916,8 @@ class Optimizer:
                 got = f"a dict with keys {_some_keys(state_dict)}" + (
                     " (a model's state_dict?)" if arrays else ""
                 )
-            raise ValueError(LOAD_NOT_OPTIMIZER_STATE.format(cls=cls, got=got))
+            error = MissingKeyError if isinstance(state_dict, Mapping) else TypeError
+            raise error(LOAD_NOT_OPTIMIZER_STATE.format(cls=cls, got=got))
         saved_groups = state_dict["param_groups"]
         if not isinstance(saved_groups, list | tuple):
             raise ValueError(

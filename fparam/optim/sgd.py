@@ -279,6 +279,9 @@ class SGD(Optimizer):
     def _update(
         self, updates: dict[int, tuple[Any, Any]], slots: dict[int, tuple[int, int]]
     ) -> tuple[SGD, dict[int, Any]]:
+        for gi, group in enumerate(self.param_groups):  # an eager step reads them unpacked
+            for key in self.hyperparameters:
+                self._checked_value(group, key, gi)
         self._ensure_state()
         new_values: dict[int, Any] = {}
         momentum_buffers = dict(self._momentum)
