@@ -94,7 +94,7 @@ def test_low_precision_parameters_keep_their_dtype_like_torch(
             p.grad = torch.tensor(g[name]).to(tdtype)
         topt.step()
         grads = jax.tree_util.tree_map_with_path(
-            lambda path, _: jnp.asarray(g[path[-1].name]).astype(dtype), m
+            lambda path, _, g=g: jnp.asarray(g[path[-1].name]).astype(dtype), m
         )
         m, opt = run(m, opt, grads)
     for name, p in t.named_parameters():
@@ -144,7 +144,9 @@ def test_torch_state_without_a_buffer_loads_and_continues_like_torch(empty: Any,
         for name, p in t.named_parameters():
             p.grad = torch.tensor(g[name])
         topt.step()
-        grads = jax.tree_util.tree_map_with_path(lambda path, _: jnp.asarray(g[path[-1].name]), m)
+        grads = jax.tree_util.tree_map_with_path(
+            lambda path, _, g=g: jnp.asarray(g[path[-1].name]), m
+        )
         m, opt = run(m, opt, grads)
         for name, p in t.named_parameters():
             np.testing.assert_allclose(
