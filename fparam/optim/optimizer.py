@@ -83,7 +83,8 @@ def _check_hyperparameter(name: str, value: Any, where: str) -> Any:
                 raise ValueError(
                     BAD_HYPERPARAMETER_SIZE.format(name=name, where=where, shape=tuple(value.shape))
                 )
-            return value
+            # A NumPy 1-element array packs on the host next to Python numbers: make it 0-d.
+            return value if isinstance(value, jax.Array) else np.asarray(value).reshape(())
         got = f"an array of dtype {dtype}"
     else:
         got = f"{_typename(value)} {value!r}"[:200]
