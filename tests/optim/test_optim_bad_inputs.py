@@ -534,3 +534,64 @@ def test_lr_set_on_a_traced_optimizer_is_kept_when_returned() -> None:
     assert new.param_groups[1]["lr"] == 0.25
     dropped(opt, jnp.float32(0.5))
     assert_unchanged(opt, before)
+
+
+def _scheduler_pair(name: str, **kwargs: Any) -> tuple[Any, optim.SGD, Any, torch.optim.SGD]:
+    _, opt, topt = trained_pair()
+    return (
+        getattr(lr_scheduler, name)(opt, **kwargs),
+        opt,
+        getattr(torch.optim.lr_scheduler, name)(topt, **kwargs),
+        topt,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("StepLR", {"step_size": 2, "gamma": 0.5}), ("LambdaLR", {"lr_lambda": lambda e: 0.9**e})],
+)
+def test_torch_scheduler_state_loads_and_continues_like_torch(
+    name: str, kwargs: dict[str, Any]
+) -> None:
+    # torch's state_dict holds bookkeeping keys fparam does not use, and LambdaLR's holds
+    # 'lr_lambdas': [None, None] (plain functions): both load as in torch.
+    ours, opt, theirs, topt = _scheduler_pair(name, **kwargs)
+    for _ in range(5):
+        topt.step()
+        theirs.step()
+    ours.load_state_dict(theirs.state_dict())
+    assert ours.last_epoch == 5 and callable(getattr(ours, "lr_lambdas", [len])[0])
+    for _ in range(4):
+        topt.step()
+        theirs.step()
+        opt = ours.step(opt)
+        np.testing.assert_allclose(
+            [g["lr"] for g in opt.param_groups], [g["lr"] for g in topt.param_groups], rtol=1e-6
+        )
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "message"),
+    [
+        (lambda sd: sd.update(last_epoch="3"), TypeError, "'last_epoch' must be an int"),
+        (lambda sd: sd.update(base_lrs=[0.1]), ValueError, "'base_lrs' must be a list of 2"),
+        (lambda sd: sd.update(_last_lr=["a", 0.1]), ValueError, "'_last_lr' must be a list"),
+        (
+            lambda sd: sd.update(lr_lambdas=[None, None]),
+            ValueError,
+            "unexpected key 'lr_lambdas'",
+        ),
+    ],
+    ids=["epoch-str", "base_lrs-length", "last_lr-str", "lambdas-into-StepLR"],
+)
+def test_bad_scheduler_state_leaves_it_unchanged(edit: Any, error: Any, message: str) -> None:
+    ours, _, _, _ = _scheduler_pair("StepLR", step_size=2)
+    sd = copy.deepcopy(ours.state_dict())
+    edit(sd)
+    sd["gamma"] = 0.7  # a good value before the bad one
+    before = copy.deepcopy(ours.state_dict())
+    with pytest.raises(error, match=re.escape(message)):
+        ours.load_state_dict(sd)
+    assert ours.state_dict() == before
+    with pytest.raises(TypeError, match="expects a dict"):
+        ours.load_state_dict([1])  # type: ignore[arg-type]
