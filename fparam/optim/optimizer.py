@@ -2,7 +2,8 @@
 
 An optimizer is a value. ``opt.step(model, grads)`` returns ``(new_model, new_opt)`` and never
 mutates its arguments, so it works inside ``jax.jit`` and ``jax.lax.scan``. Hyperparameters are
-pytree leaves (changing ``opt.param_groups[0]['lr']`` never recompiles); which parameters belong
+pytree leaves (changing ``opt.param_groups[0]['lr']``, even to a JAX array, never recompiles;
+neither does ``load_state_dict``); which parameters belong
 to which group is static, recorded by each ``Parameter``'s ``uid`` (torch records it by object
 identity).
 """
@@ -381,7 +382,21 @@ class Optimizer:
 
     Subclasses set ``hyperparameters`` (the float options, packed into a pytree leaf; every
     other option is static structure, so changing it recompiles) and implement ``_update``
-    and the state hooks (``_packed_state``, ``_state_leaves``, ``_set_state``).
+    and the state hooks (``_packed_state``, ``_state_leaves``, ``_set_state``,
+    ``_loaded_state``).
+
+    What never retraces a jitted step: a new hyperparameter value, of any kind (a Python
+    number, a NumPy number, a JAX array: how each reads back travels in the packed leaf),
+    and ``load_state_dict`` of a state with the same options and the same momentum groups
+    (the optimizer's own, or torch's). What does: a new static option (``nesterov``, a new
+    key), a group given momentum buffers for the first time.
+
+    Inside a trace: the optimizer a jitted step receives is a traced copy. ``step`` returns a
+    new one; setting ``opt.param_groups[i]['lr']`` on the copy is kept exactly when the step
+    returns that optimizer (``scheduler.apply(opt, epoch)`` is the functional spelling), and
+    is lost otherwise, like any change to a traced value (fparam cannot tell whether it will
+    be returned, so it does not refuse it). ``load_state_dict`` and ``scheduler.step`` refuse
+    to run there.
     """
 
     hyperparameters: ClassVar[tuple[str, ...]] = ()
