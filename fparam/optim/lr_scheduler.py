@@ -5,9 +5,12 @@ fparam optimizers are values, so a scheduler cannot reach "the" optimizer behind
 back as torch's does. It offers both styles:
 
 * torch style, at top level: ``opt = scheduler.step(opt)`` after each epoch (it sets the lrs of
-  the optimizer you pass, in place, and returns it);
+  the optimizer you pass, in place, and returns it). Inside ``jit`` or ``scan`` it raises: it
+  would advance the epoch once, when the step is traced, and the compiled step would keep that
+  lr for ever;
 * inside ``jit``: ``opt = scheduler.apply(opt, epoch)`` sets the lrs for a (traced) epoch
-  number without touching ``scheduler``; the lr is a leaf, so nothing recompiles.
+  number without touching ``scheduler``, on a copy that the step must return (as every value
+  changed under ``jit``); the lr is a leaf, so nothing recompiles.
 
 Both compute torch's values: ``lr_at(epoch)`` is the closed form of torch's recursive update
 (equal up to float rounding).
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -25,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fparam import _torch_names
+from fparam.optim._errors import SCHEDULER_STEP_TRACED
 from fparam.optim.optimizer import Optimizer
 
 __all__ = ["CosineAnnealingLR", "LRScheduler", "LambdaLR", "MultiStepLR", "StepLR"]
@@ -32,6 +36,15 @@ __all__ = ["CosineAnnealingLR", "LRScheduler", "LambdaLR", "MultiStepLR", "StepL
 
 def _is_python_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+
+
+def _staging() -> bool:
+    """Whether the caller runs inside ``jit``/``scan`` (where every new array is traced)."""
+    return isinstance(jnp.asarray(0), jax.core.Tracer)
 
 
 def _float(x: Any) -> Any:
@@ -65,7 +78,16 @@ class LRScheduler:
         return [self._factor(epoch, base) for base in self.base_lrs]
 
     def apply(self, optimizer: Optimizer, epoch: Any) -> Optimizer:
-        """A copy of ``optimizer`` with the lrs of ``epoch``; pure, usable inside ``jit``."""
+        """A copy of ``optimizer`` with the lrs of ``epoch``; pure, usable inside ``jit``.
+
+        Arguments:
+            optimizer: left unchanged.
+            epoch: a Python int, or an integer array (traced under ``jit``).
+
+        Returns:
+            The new optimizer; inside a jitted step, return it (or what ``step`` makes of it),
+            or the new lrs are lost with the trace.
+        """
         leaves, treedef = jax.tree.flatten(optimizer)
         new = jax.tree.unflatten(treedef, leaves)
         for group, lr in zip(new.param_groups, self.lr_at(epoch)):
@@ -75,7 +97,16 @@ class LRScheduler:
         return new
 
     def step(self, optimizer: Optimizer) -> Optimizer:
-        """Advance one epoch and set ``optimizer``'s lrs in place (top level); returns it."""
+        """Advance one epoch and set ``optimizer``'s lrs in place (top level); returns it.
+
+        Raises ``RuntimeError`` inside ``jit``/``scan`` (with a traced optimizer, or a concrete
+        one captured by closure): the epoch would advance once at trace time. Use
+        ``scheduler.apply(opt, epoch)`` there.
+        """
+        if _staging() or any(
+            isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(optimizer)
+        ):
+            raise RuntimeError(SCHEDULER_STEP_TRACED.format(cls=type(self).__name__))
         if len(optimizer.param_groups) != len(self.base_lrs):
             raise ValueError(
                 f"the scheduler was built for {len(self.base_lrs)} parameter groups, the "
@@ -96,8 +127,51 @@ class LRScheduler:
         return {k: v for k, v in self.__dict__.items() if not callable(v)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
-        self.__dict__.update(state_dict)
+        """Restore what ``state_dict`` returned (this class's or torch's), all or nothing.
+
+        As torch, every entry is set on the scheduler; fparam first checks those it reads
+        (``last_epoch`` an int, ``base_lrs`` and ``_last_lr`` one real number per group) and
+        raises, unchanged, naming the key. torch's ``lr_lambdas`` entry (``None`` for a plain
+        function, else the ``__dict__`` of a callable object) is handled as torch does.
+        """
+        cls = type(self).__name__
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"{cls}.load_state_dict() expects a dict (a scheduler's state_dict), got "
+                f"{type(state_dict).__name__}"
+            )
+        values = dict(state_dict)
+        lambdas = values.pop("lr_lambdas", None)
+        epoch = values.get("last_epoch", self.last_epoch)
+        if not _is_python_int(epoch):
+            raise TypeError(
+                f"{cls}.load_state_dict(): 'last_epoch' must be an int, got "
+                f"{type(epoch).__name__} {epoch!r}"[:300]
+            )
+        for key in ("base_lrs", "_last_lr"):
+            if key not in values:
+                continue
+            lrs = values[key]
+            if (
+                not isinstance(lrs, Sequence)
+                or isinstance(lrs, str)
+                or len(lrs) != len(self.base_lrs)
+                or not all(_is_real(lr) for lr in lrs)
+            ):
+                raise ValueError(
+                    f"{cls}.load_state_dict(): {key!r} must be a list of {len(self.base_lrs)} "
+                    f"real numbers (one per parameter group), got {lrs!r}"[:300]
+                )
+            values[key] = list(lrs)
+        if lambdas is not None:
+            self._load_lambdas(lambdas)
+        self.__dict__.update(values)
+
+    def _load_lambdas(self, lambdas: Any) -> None:
+        raise ValueError(
+            f"{type(self).__name__}.load_state_dict(): unexpected key 'lr_lambdas' (a "
+            "LambdaLR's state?)"
+        )
 
 
 class StepLR(LRScheduler):
@@ -192,6 +266,24 @@ class LambdaLR(LRScheduler):
         state = super().state_dict()
         state.pop("lr_lambdas", None)
         return state
+
+    def _load_lambdas(self, lambdas: Any) -> None:
+        # torch's layout: one entry per group, None for a plain function (nothing to restore),
+        # else the __dict__ of a callable object. Checked before anything is set.
+        if not isinstance(lambdas, Sequence) or len(lambdas) != len(self.lr_lambdas):
+            raise ValueError(
+                f"LambdaLR.load_state_dict(): 'lr_lambdas' must have one entry per group "
+                f"({len(self.lr_lambdas)}), got {lambdas!r}"[:300]
+            )
+        for fn, saved in zip(self.lr_lambdas, lambdas):
+            if saved is not None and not (isinstance(saved, Mapping) and hasattr(fn, "__dict__")):
+                raise ValueError(
+                    "LambdaLR.load_state_dict(): an 'lr_lambdas' entry must be None or the "
+                    f"__dict__ of a callable object, got {saved!r}"[:300]
+                )
+        for fn, saved in zip(self.lr_lambdas, lambdas):
+            if saved is not None:
+                fn.__dict__.update(saved)
 
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".

@@ -2,8 +2,8 @@
 
 An optimizer is a value. ``opt.step(model, grads)`` returns ``(new_model, new_opt)`` and never
 mutates its arguments, so it works inside ``jax.jit`` and ``jax.lax.scan``. Hyperparameters are
-pytree leaves (changing ``opt.param_groups[0]['lr']`` never recompiles); which parameters belong
-to which group is static.
+pytree leaves (changing ``opt.param_groups[0]['lr']``, even to a JAX array, never recompiles;
+neither does ``load_state_dict``); which parameters belong to which group is static.
 
 An optimizer knows its parameters by their *place*: the model they belong to (the first, second,
 ... model the optimizer met) and their ``state_dict`` key there, found through the modules'
@@ -22,27 +22,91 @@ import copy
 import functools
 import warnings
 import weakref
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax
 import numpy as np
 
-from fparam._module import Module, Parameter, _join, _roots, _typename, _unflatten
+from fparam._module import (
+    Module,
+    Parameter,
+    _is_tracer,
+    _join,
+    _roots,
+    _torch_to_numpy,
+    _typename,
+    _unflatten,
+)
+from fparam.optim._checks import check_optimizer_state
+from fparam.optim._errors import (
+    BAD_HYPERPARAMETER,
+    BAD_HYPERPARAMETER_SIZE,
+    GRAD_DTYPE,
+    GRAD_NOT_ARRAY,
+    GRAD_SHAPE,
+    LOAD_BAD_ENTRY,
+    LOAD_INSIDE_TRACE,
+    SWAPPED_ARGUMENTS,
+)
 
 __all__ = ["Optimizer"]
 
 
-def _kind(value: Any) -> Any:
-    """How a packed hyperparameter reads back: ``None`` for a number, else the array's dtype.
+# How a packed hyperparameter reads back outside a trace: code 0 is a Python number; code i > 0
+# is a 0-d JAX array of _KIND_DTYPES[i] (torch's tensor lr). The codes travel in the packed
+# vector next to the values, not in the pytree structure: a new kind of value is data, so
+# ``group['lr'] = jnp.asarray(0.01)`` never retraces a jitted step.
+_KIND_DTYPES: tuple[Any, ...] = (
+    None,
+    *(
+        np.dtype(name)
+        for name in (
+            "float32", "float64", "float16", "int8", "int16", "int32", "int64",
+            "uint8", "uint16", "uint32", "uint64", "bool",
+        )
+    ),
+    np.dtype(jax.numpy.bfloat16),
+)  # fmt: skip
+_KIND_CODES = {dtype: code for code, dtype in enumerate(_KIND_DTYPES) if dtype is not None}
 
-    A concrete JAX array the user gave (torch's tensor lr) comes back as a 0-d array of its own
-    dtype; a Python or NumPy number, or a value traced under ``jit`` (a schedule's), comes back
-    as a number. The kind is static structure, so it must not depend on whether a value
-    happens to be traced.
+
+def _kind_code(value: Any) -> int:
+    """The read-back code of ``value`` (see ``_KIND_DTYPES``).
+
+    A concrete JAX array the user gave comes back as a 0-d array of its own dtype; a Python or
+    NumPy number, or a value traced under ``jit`` (a schedule's), comes back as a number.
     """
     if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
-        return value.dtype
-    return None
+        return _KIND_CODES[np.dtype(value.dtype)]
+    return 0
+
+
+def _check_hyperparameter(name: str, value: Any, where: str) -> Any:
+    """``value`` if it can be packed as hyperparameter ``name``, else a clear error.
+
+    A number (not complex) or a 1-element real array (NumPy, JAX, traced, or a torch tensor,
+    which becomes a JAX array, read without importing torch). ``where`` names it in errors
+    (``lr``, ``param_groups[1]['lr']``). Signs are not checked here: torch checks them only
+    in the constructor.
+    """
+    if isinstance(value, bool | int | float) and not isinstance(value, complex):
+        return value
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
+        value = jax.numpy.array(_torch_to_numpy(value), copy=True)
+    if isinstance(value, jax.Array | np.ndarray | np.generic):
+        dtype = np.dtype(value.dtype)
+        if dtype in _KIND_CODES:  # the real dtypes (bfloat16's kind is 'V')
+            if value.size != 1:
+                raise ValueError(
+                    BAD_HYPERPARAMETER_SIZE.format(name=name, where=where, shape=tuple(value.shape))
+                )
+            # A NumPy 1-element array packs on the host next to Python numbers: make it 0-d.
+            return value if isinstance(value, jax.Array) else np.asarray(value).reshape(())
+        got = f"an array of dtype {dtype}"
+    else:
+        got = f"{_typename(value)} {value!r}"[:200]
+    raise TypeError(BAD_HYPERPARAMETER.format(where=where, got=got))
 
 
 class _Lazy:
@@ -56,28 +120,28 @@ class _Lazy:
 
 _LAZY = _Lazy()
 _HOST_NUMBER = (int, float, np.ndarray, np.generic)
-_NO_KINDS: dict[str, Any] = {}
 
 
-def _read_packed(packed: Any, slots: dict[str, int], kinds: dict[str, Any]) -> dict[str, Any]:
-    """The values of ``slots`` in the packed vector, each read back as its ``kinds`` says.
+def _read_packed(packed: Any, slots: dict[str, int], n_hyper: int) -> dict[str, Any]:
+    """The values of ``slots`` in the packed vector, each read back as its code says.
 
     Inside a trace each is an index of the traced vector; outside, one device-to-host copy
-    and Python numbers that print as the user wrote them (the shortest decimal).
+    and Python numbers that print as the user wrote them (the shortest decimal), or 0-d arrays
+    of the dtype the user gave.
     """
     if isinstance(packed, jax.core.Tracer):
-        return {
-            k: packed[i] if kinds.get(k) is None else packed[i].astype(kinds[k])
-            for k, i in slots.items()
-        }
+        return {k: packed[i] for k, i in slots.items()}
     host = np.asarray(packed)
     values = host.tolist()
-    return {
-        k: _shortest(values[i], host.dtype.char)
-        if kinds.get(k) is None
-        else jax.numpy.asarray(host[i], kinds[k])
-        for k, i in slots.items()
-    }
+    read = {}
+    for k, i in slots.items():
+        code = int(values[n_hyper + i])
+        read[k] = (
+            _shortest(values[i], host.dtype.char)
+            if code == 0
+            else jax.numpy.asarray(host[i], _KIND_DTYPES[code])
+        )
+    return read
 
 
 @functools.lru_cache(maxsize=1024)
@@ -94,20 +158,23 @@ class ParamGroup(dict):
     """One torch parameter group: a dict with ``'params'`` (Parameter handles) and options.
 
     Float options listed in the optimizer's ``hyperparameters`` are pytree leaves; setting one
-    (``group['lr'] = 0.01``) changes the next step without recompiling. A new value of a
-    packed hyperparameter marks the group ``values_changed`` (the optimizer packs again); any
-    other change marks it ``dirty`` (the optimizer also recomputes its pytree structure).
+    (``group['lr'] = 0.01``, or a JAX array: torch's tensor lr) changes the next step without
+    recompiling. A new value of a packed hyperparameter marks the group ``values_changed``
+    (the optimizer packs again); any other change marks it ``dirty`` (the optimizer also
+    recomputes its pytree structure).
+
+    Setting a value on the optimizer that a jitted step *received* (a traced copy) changes that
+    copy only: it is kept if the step returns the optimizer (``scheduler.apply(opt, epoch)``
+    does exactly this), and lost otherwise, as any change to a traced value is.
 
     The hyperparameters travel packed in one vector leaf; a group rebuilt from the pytree
-    reads them from that vector on first access (``lazy``), all at once. ``kinds`` remembers
-    how each packed value reads back (see ``_kind``) until the key is set again.
+    reads them from that vector on first access (``lazy``), all at once.
     """
 
     params_key: _ParamsKey | None = None
     dirty: bool = False
     values_changed: bool = False
-    lazy: tuple[Any, dict[str, int], dict[str, Any]] | None = None
-    kinds: dict[str, Any] = _NO_KINDS
+    lazy: tuple[Any, dict[str, int], int] | None = None
     packed_keys: frozenset[str] = frozenset()  # the keys the optimizer's structure packs
 
     def _fill(self) -> None:
@@ -118,15 +185,6 @@ class ParamGroup(dict):
 
     def _changed(self, keys: Any) -> None:
         self.dirty = True
-        if self.kinds:
-            self.kinds = {k: v for k, v in self.kinds.items() if k not in keys}
-
-    def kind_of(self, key: str) -> Any:
-        """How the value of ``key`` reads back after packing (see ``_kind``)."""
-        kinds = self.kinds
-        if key in kinds:
-            return kinds[key]
-        return _kind(dict.__getitem__(self, key))
 
     def __getitem__(self, key: str) -> Any:
         value = dict.__getitem__(self, key)
@@ -177,7 +235,7 @@ class ParamGroup(dict):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._fill()
-        if key in self.packed_keys and _kind(value) == self.kind_of(key):
+        if key in self.packed_keys:
             super().__setitem__(key, value)
             self.values_changed = True  # same structure: only the packed vector is redone
         else:
@@ -216,7 +274,6 @@ class ParamGroup(dict):
         self.lazy = None
         super().clear()
         self.dirty = True
-        self.kinds = _NO_KINDS
 
     def copy_clean(self) -> ParamGroup:
         """A copy for a new optimizer value, with the same cached identity and dirtiness."""
@@ -226,26 +283,24 @@ class ParamGroup(dict):
         copy.values_changed = self.values_changed
         copy.packed_keys = self.packed_keys
         copy.lazy = self.lazy
-        copy.kinds = self.kinds  # never mutated in place: shared safely
         return copy
 
 
 class _OptimizerLayout:
     """An optimizer's pytree structure: hashed once, compared by identity first.
 
-    The leaves are one vector packing the hyperparameters (the defaults', then each group's)
-    followed by the subclass's small per-parameter state (``n_state`` values, e.g. SGD's
+    The leaves are one vector packing the hyperparameters (the defaults', then each group's:
+    ``n_hyper`` values), then how each reads back (``n_hyper`` codes, see ``_KIND_DTYPES``),
+    then the subclass's small per-parameter state from ``state_start`` on (e.g. SGD's
     "momentum buffer initialised" flags), then the subclass's array state (e.g. the buffers).
     One vector, because every leaf is an input and an output of a jitted step, and each costs
     dispatch time (benchmarks/README.md). ``templates`` are the groups as dicts with every
     static option in torch's key order and a placeholder where a packed value goes;
-    unflattening copies them. ``slots`` say where each packed value is, ``kinds`` how it reads
-    back.
+    unflattening copies them. ``slots`` say where each packed value is.
     """
 
     __slots__ = (
         "cache",
-        "default_kinds",
         "default_slots",
         "defaults",
         "extras",
@@ -253,6 +308,7 @@ class _OptimizerLayout:
         "key",
         "n_hyper",
         "n_packed",
+        "state_start",
         "templates",
     )
 
@@ -263,15 +319,11 @@ class _OptimizerLayout:
         position = 0
         self.defaults = {}
         self.default_slots = {}
-        self.default_kinds = {}
         for k in dict.keys(defaults):
             if k in hyper:
                 self.defaults[k] = _LAZY
                 self.default_slots[k] = position
                 position += 1
-                kind = defaults.kind_of(k)
-                if kind is not None:
-                    self.default_kinds[k] = kind
             else:
                 self.defaults[k] = dict.__getitem__(defaults, k)
         for g in groups:
@@ -279,16 +331,12 @@ class _OptimizerLayout:
             items: list[tuple[str, Any]] = []
             template: dict[str, Any] = {}
             slots: dict[str, int] = {}
-            kinds: dict[str, Any] = {}
             for k in dict.keys(g):
                 if k in hyper:
-                    kind = g.kind_of(k)
-                    items.append((k, kind))
+                    items.append((k, None))
                     template[k] = _LAZY
                     slots[k] = position
                     position += 1
-                    if kind is not None:
-                        kinds[k] = kind
                 elif k == "params":
                     items.append((k, params_key))
                     template[k] = params_key.handles
@@ -297,15 +345,15 @@ class _OptimizerLayout:
                     items.append((k, tuple(v) if isinstance(v, list) else v))
                     template[k] = v
             statics.append(tuple(items))
-            self.templates.append((template, params_key, slots, kinds or _NO_KINDS))
+            self.templates.append((template, params_key, slots))
         self.n_hyper = position
-        self.n_packed = position + cls._packed_state_size(groups, extras)  # type: ignore[attr-defined]
+        self.state_start = 2 * position
+        self.n_packed = self.state_start + cls._packed_state_size(groups, extras)  # type: ignore[attr-defined]
         self.extras = extras
         self.key = (
             cls,
             tuple(statics),
             tuple((k, None if v is _LAZY else v) for k, v in self.defaults.items()),
-            tuple(self.default_kinds.items()),
             extras,
         )
         self.hash = hash(self.key)
@@ -351,7 +399,21 @@ class Optimizer:
 
     Subclasses set ``hyperparameters`` (the float options, packed into a pytree leaf; every
     other option is static structure, so changing it recompiles) and implement ``_update``
-    and the state hooks (``_packed_state``, ``_state_leaves``, ``_set_state``).
+    and the state hooks (``_packed_state``, ``_state_leaves``, ``_set_state``,
+    ``_loaded_state``).
+
+    What never retraces a jitted step: a new hyperparameter value, of any kind (a Python
+    number, a NumPy number, a JAX array: how each reads back travels in the packed leaf),
+    and ``load_state_dict`` of a state with the same options and the same momentum groups
+    (the optimizer's own, or torch's). What does: a new static option (``nesterov``, a new
+    key), a group given momentum buffers for the first time.
+
+    Inside a trace: the optimizer a jitted step receives is a traced copy. ``step`` returns a
+    new one; setting ``opt.param_groups[i]['lr']`` on the copy is kept exactly when the step
+    returns that optimizer (``scheduler.apply(opt, epoch)`` is the functional spelling), and
+    is lost otherwise, like any change to a traced value (fparam cannot tell whether it will
+    be returned, so it does not refuse it). ``load_state_dict`` and ``scheduler.step`` refuse
+    to run there.
     """
 
     hyperparameters: ClassVar[tuple[str, ...]] = ()
@@ -445,6 +507,9 @@ class Optimizer:
         places = {p._place for g in self.param_groups for p in g["params"]} - {None}
         if seen & set(uids) or places & {p._place for p in handles}:
             raise ValueError("some parameters appear in more than one parameter group")
+        for key in self.hyperparameters:
+            if key in group:  # numbers only: a string lr would fail at the first step
+                self._checked_value(group, key, len(self.param_groups))
         self._validate_group(group)
         self.param_groups.append(group)
         self._init_group_state(group)
@@ -557,7 +622,7 @@ class Optimizer:
             self.defaults = defaults = ParamGroup(defaults)
         layout = _OptimizerLayout(type(self), groups, defaults, self._static_extras())
         defaults.packed_keys = frozenset(layout.default_slots)
-        for g, (_, _, slots, _) in zip(groups, layout.templates):
+        for g, (_, _, slots) in zip(groups, layout.templates):
             g.packed_keys = frozenset(slots)
         for g in (defaults, *groups):
             g.dirty = g.values_changed = False
@@ -574,14 +639,29 @@ class Optimizer:
         return owners
 
     def _hyper_values(self, layout: _OptimizerLayout) -> list[Any]:
-        """Every packed hyperparameter's value, in slot order."""
-        return [g[k] for g, slots in self._slot_owners(layout) for k in slots]
+        """Every packed hyperparameter's value, in slot order, checked (a group's value may
+        have been set to anything since: ``group['lr'] = 'x'`` fails here, named)."""
+        values = []
+        for owner, (g, slots) in enumerate(self._slot_owners(layout)):
+            for k in slots:
+                values.append(self._checked_value(g, k, owner - 1))
+        return values
+
+    def _checked_value(self, group: ParamGroup, key: str, group_index: int) -> Any:
+        where = f"defaults[{key!r}]" if group_index < 0 else f"param_groups[{group_index}][{key!r}]"
+        value = _check_hyperparameter(key, group[key], where)
+        if value is not dict.__getitem__(group, key):  # a torch tensor, now a JAX array
+            dict.__setitem__(group, key, value)
+        return value
 
     def _pack(self, layout: _OptimizerLayout) -> Any:
         """The packed vector, kept on the optimizer until a value or the state changes.
 
         When only the state changed (a step), the previous vector's hyperparameters are kept;
         when only hyperparameters changed (``group['lr'] = x``), its state part is.
+
+        Always a JAX array: a jitted step returns one, so a NumPy vector on the first call
+        would give ``jit`` a second signature (a second cache entry) on the second call.
         """
         d = self.__dict__
         packed = d.get("_fp_packed")
@@ -595,6 +675,8 @@ class Optimizer:
             new = self._repack_written_on_host(layout, packed)
         if new is None:
             new = self._pack_all(layout)
+        if isinstance(new, np.ndarray):
+            new = jax.device_put(new)
         d["_fp_packed"] = new
         d.pop("_fp_stale", None)
         return new
@@ -605,10 +687,10 @@ class Optimizer:
             return packed
         dtype = packed.dtype
         if isinstance(packed, np.ndarray) and isinstance(state, np.ndarray):
-            return np.concatenate([packed[: layout.n_hyper], state.astype(dtype)])
+            return np.concatenate([packed[: layout.state_start], state.astype(dtype)])
         jnp = jax.numpy
         return jax.lax.dynamic_update_slice(
-            jnp.asarray(packed), jnp.asarray(state, dtype), (layout.n_hyper,)
+            jnp.asarray(packed), jnp.asarray(state, dtype), (layout.state_start,)
         )
 
     def _repack_written_on_host(self, layout: _OptimizerLayout, packed: Any) -> Any:
@@ -619,8 +701,8 @@ class Optimizer:
         if isinstance(packed, jax.core.Tracer):
             return None
         written = [
-            (i, dict.__getitem__(g, k))
-            for g, slots in self._slot_owners(layout)
+            (i, self._checked_value(g, k, owner - 1))
+            for owner, (g, slots) in enumerate(self._slot_owners(layout))
             if g.lazy is None
             for k, i in slots.items()
         ]
@@ -629,26 +711,28 @@ class Optimizer:
         new = np.array(packed)
         for i, v in written:
             new[i] = v
+            new[layout.n_hyper + i] = 0  # a host number reads back as a number
         return new
 
     def _pack_all(self, layout: _OptimizerLayout) -> Any:
-        """The packed vector from the values: on the host (a NumPy leaf, which ``jit`` takes
-        faster than a new device array) unless a value is a JAX array or traced."""
+        """The packed vector from the values (built on the host unless a value is a JAX
+        array or traced)."""
         dtype = jax.dtypes.canonicalize_dtype(np.float64)
         values = self._hyper_values(layout)
+        codes = np.asarray([_kind_code(v) for v in values], dtype).reshape(layout.n_hyper)
         state = self._packed_state(layout)
         if all(isinstance(v, _HOST_NUMBER) for v in values) and isinstance(
             state, np.ndarray | None
         ):
             packed = np.asarray(values, dtype).reshape(layout.n_hyper)
-            if state is not None:
-                packed = np.concatenate([packed, state.astype(dtype)])
-            return packed
+            host = [packed, codes] if state is None else [packed, codes, state.astype(dtype)]
+            return np.concatenate(host)
         jnp = jax.numpy
         parts = [jnp.reshape(jnp.asarray(v, dtype), (1,)) for v in values]
+        parts.append(jnp.asarray(codes))
         if state is not None:
             parts.append(jnp.asarray(state, dtype))
-        return jnp.concatenate(parts) if parts else jnp.zeros((0,), dtype)
+        return jnp.concatenate(parts)
 
     def _tree_flatten(self) -> tuple[Any, _OptimizerLayout]:
         tree = self.__dict__.get("_fp_tree")
@@ -680,17 +764,15 @@ class Optimizer:
         leaves = list(leaves)
         packed = leaves[0]
         defaults = ParamGroup(layout.defaults)
-        defaults.lazy = (packed, layout.default_slots, layout.default_kinds)
-        defaults.kinds = layout.default_kinds
+        defaults.lazy = (packed, layout.default_slots, layout.n_hyper)
         defaults.packed_keys = frozenset(layout.default_slots)
         groups = []
-        for template, params_key, slots, kinds in layout.templates:
+        for template, params_key, slots in layout.templates:
             group = ParamGroup(template)
             group.params_key = params_key
-            group.kinds = kinds
             group.packed_keys = frozenset(slots)
             if slots:
-                group.lazy = (packed, slots, kinds)
+                group.lazy = (packed, slots, layout.n_hyper)
             groups.append(group)
         d["defaults"] = defaults
         d["param_groups"] = groups
@@ -780,7 +862,17 @@ class Optimizer:
 
         Returns:
             The updated model (same structure) and the optimizer with its new state.
+
+        Checked when the step is traced (free at run time): each gradient has exactly its
+        parameter's shape and dtype (a broadcasting or an integer gradient raises, naming the
+        parameter's key), and a swapped call, ``opt.step(grads, model)``, raises where it can
+        be seen: when the "model" has ``None`` where the "grads" have an array (the gradients
+        of ``fparam.grad`` / ``fparam.value_and_grad`` are ``None`` at every frozen parameter,
+        buffer and empty slot) or holds ``jax.grad``'s ``float0`` gradients of integer leaves.
+        Gradients from ``jax.grad`` of a model with only trainable float leaves have the
+        model's exact structure, shapes and dtypes: that swap cannot be told apart.
         """
+        self._check_not_swapped(model, grads)
         self._place_pending()
         slots = self._slots()
         models = jax.tree.leaves(model, is_leaf=lambda x: isinstance(x, Module))
@@ -807,6 +899,7 @@ class Optimizer:
                 requires_grad = dict(module.__dict__["_fp_layout"].params)[name]
                 value, grad = module.__dict__[name], grad_module.__dict__[name]
                 if requires_grad and value is not None and grad is not None:
+                    self._check_gradient(place[1], value, grad)  # type: ignore[index]
                     updates[handle.uid] = (value, grad)
                     new_slot[(id(module), name)] = handle.uid
         if missing:
@@ -843,6 +936,169 @@ class Optimizer:
         self, updates: dict[int, tuple[Any, Any]], slots: dict[int, tuple[int, int]]
     ) -> tuple[Optimizer, dict[int, Any]]:
         raise NotImplementedError
+
+    @staticmethod
+    def _check_gradient(key: str, param: Any, grad: Any) -> None:
+        """``grad`` has exactly ``param``'s shape and dtype (known at trace time: free under
+        ``jit``); ``key`` is the parameter's ``state_dict()`` key, for the message."""
+        if not hasattr(grad, "shape") or not hasattr(grad, "dtype"):
+            raise TypeError(
+                GRAD_NOT_ARRAY.format(
+                    key=key, got=_typename(grad), shape=tuple(param.shape), dtype=param.dtype
+                )
+            )
+        if tuple(grad.shape) != tuple(param.shape):
+            raise RuntimeError(
+                GRAD_SHAPE.format(key=key, got=tuple(grad.shape), expected=tuple(param.shape))
+            )
+        if grad.dtype != param.dtype:
+            hint = (
+                "an integer or boolean gradient is not a gradient (jax.grad gives float0 there)"
+                if not jax.numpy.issubdtype(grad.dtype, jax.numpy.inexact)
+                else f"cast it with g.astype({param.dtype})"
+            )
+            raise RuntimeError(
+                GRAD_DTYPE.format(key=key, got=grad.dtype, expected=param.dtype, hint=hint)
+            )
+
+    @staticmethod
+    def _check_not_swapped(model: Any, grads: Any) -> None:
+        """Refuse ``opt.step(grads, model)`` where the swap shows (see ``step``)."""
+
+        def is_leaf(x: Any) -> bool:
+            return x is None
+
+        model_leaves = jax.tree.leaves(model, is_leaf=is_leaf)
+        grad_leaves = jax.tree.leaves(grads, is_leaf=is_leaf)
+        if len(model_leaves) != len(grad_leaves):
+            return  # not the same structure: step() says so, with the path
+        float0 = jax.dtypes.float0
+        for i, (leaf, grad) in enumerate(zip(model_leaves, grad_leaves)):
+            if leaf is None and grad is not None:
+                what = "None"
+            elif getattr(leaf, "dtype", None) == float0:
+                what = "a float0 array (jax.grad's gradient of an integer leaf)"
+            else:
+                continue
+            path = jax.tree_util.tree_flatten_with_path(model, is_leaf=is_leaf)[0][i][0]
+            key = jax.tree_util.keystr(path, simple=True, separator=".")
+            raise ValueError(SWAPPED_ARGUMENTS.format(what=what, key=key or "<root>"))
+
+    # ---------------------------------------------------------------- torch's state_dict
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Load torch's layout (this class's or torch's ``state_dict()``), in place.
+
+        As torch: the number of groups and each group's size must match; parameters are
+        matched by position; group options are taken from the saved dict (options it lacks
+        come from the defaults, ``param_names`` from the current group). Unlike torch, every
+        value is checked and converted first (a hyperparameter must be a number or a 1-element
+        array; a state value an array of its parameter's shape) and the optimizer changes only
+        when all of it loads: on error it is unchanged and the message names the group index,
+        the key or the parameter index. The groups keep their current key order (torch puts
+        ``'params'`` last), so loading a state of the same structure, even the optimizer's own,
+        never makes a jitted step retrace.
+        """
+        if any(_is_tracer(leaf) for leaf in jax.tree.leaves(self)):
+            raise RuntimeError(LOAD_INSIDE_TRACE)
+        cls = type(self).__name__
+        check_optimizer_state(state_dict, cls)
+        saved_groups = state_dict["param_groups"]
+        if not isinstance(saved_groups, list | tuple):
+            raise ValueError(
+                LOAD_BAD_ENTRY.format(
+                    where="'param_groups'", got=_typename(saved_groups), expected="a list of dicts"
+                )
+            )
+        for gi, saved in enumerate(saved_groups):
+            if not isinstance(saved, Mapping) or not isinstance(saved.get("params"), list | tuple):
+                raise ValueError(
+                    LOAD_BAD_ENTRY.format(
+                        where=f"param_groups[{gi}]",
+                        got=f"a dict with keys {_some_keys(saved)}"
+                        if isinstance(saved, Mapping)
+                        else _typename(saved),
+                        expected="a dict whose 'params' is a list of parameter indices",
+                    )
+                )
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(
+            len(g["params"]) != len(s["params"]) for g, s in zip(self.param_groups, saved_groups)
+        ):
+            raise ValueError(
+                "loaded state dict contains a parameter group that doesn't match the size of "
+                "optimizer's group"
+            )
+        state = state_dict["state"]
+        if not isinstance(state, Mapping):
+            raise ValueError(
+                LOAD_BAD_ENTRY.format(
+                    where="'state'",
+                    got=_typename(state),
+                    expected="a dict {parameter index: {name: value}}",
+                )
+            )
+        new_groups = [
+            self._loaded_group(gi, group, saved)
+            for gi, (group, saved) in enumerate(zip(self.param_groups, saved_groups))
+        ]
+        where = {
+            saved_id: (gi, pi)
+            for gi, saved in enumerate(saved_groups)
+            for pi, saved_id in enumerate(saved["params"])
+        }
+        commit = self._loaded_state(state, where, new_groups)
+        # Everything is checked and converted: nothing below can fail.
+        self.param_groups = new_groups
+        commit()
+        self._state_changed()
+
+    def _loaded_group(self, gi: int, group: ParamGroup, saved: Mapping[str, Any]) -> ParamGroup:
+        """The new group ``gi`` from its saved options, every value checked (nothing set)."""
+        values: dict[str, Any] = {}
+        for key, value in saved.items():
+            if key == "params":
+                continue
+            where = f"param_groups[{gi}][{key!r}]"
+            if key in self.hyperparameters:
+                value = _check_hyperparameter(key, value, where)
+            else:
+                try:  # a static option is structure: it must hash
+                    hash(tuple(value) if isinstance(value, list) else value)
+                except TypeError:
+                    raise ValueError(
+                        LOAD_BAD_ENTRY.format(
+                            where=where,
+                            got=f"{_typename(value)} {value!r}"[:200],
+                            expected="a hashable option (a number, string, bool or None)",
+                        )
+                    ) from None
+            values[key] = value
+        for key, value in self.defaults.items():  # an older checkpoint lacks some keys
+            values.setdefault(key, value)
+        values["params"] = group["params"]
+        if "param_names" in group:
+            values.setdefault("param_names", group["param_names"])
+        # The current key order first: the same options give the same pytree structure.
+        new = ParamGroup()
+        for key in [*(k for k in dict.keys(group) if k in values), *values]:
+            if key not in new:
+                dict.__setitem__(new, key, values[key])
+        new.dirty = True
+        return new
+
+    def _loaded_state(
+        self,
+        state: Mapping[Any, Any],
+        where: dict[Any, tuple[int, int]],
+        groups: list[ParamGroup],
+    ) -> Callable[[], None]:
+        """Check and convert the saved per-parameter ``state`` (``where`` maps a saved index
+        to ``(group index, index in group)``); return what installs it, which cannot fail."""
+        if state:
+            raise ValueError(f"{type(self).__name__} has no per-parameter state to load")
+        return lambda: None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """A no-op kept for ported training loops: fparam gradients are values, never stored."""
@@ -897,6 +1153,11 @@ def _locate(module: Module, grad_module: Any, key: str) -> tuple[Module, Module,
         module, grad_module = d[step], grad_module.__dict__[step]
         where = _join(where, step)
     return None  # pragma: no cover - the loop returns
+
+
+def _some_keys(mapping: Mapping[Any, Any]) -> str:
+    keys = list(mapping)
+    return repr(keys[:6])[:-1] + (", ...]" if len(keys) > 6 else "]")
 
 
 def _shape_handle(uid: int, requires_grad: bool, shape: Any, dtype: Any) -> Parameter:

@@ -10,8 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fparam._module import _is_tracer, _torch_to_numpy
-from fparam.optim.optimizer import Optimizer, ParamGroup, _scalar
+from fparam._module import _is_tracer, _torch_to_numpy, _typename
+from fparam.optim._errors import (
+    LOAD_BAD_ENTRY,
+    LOAD_BUFFER_DTYPE,
+    LOAD_BUFFER_SHAPE,
+    LOAD_UNKNOWN_PARAMETER,
+    LOAD_UNKNOWN_STATE_KEY,
+)
+from fparam.optim.optimizer import Optimizer, ParamGroup, _check_hyperparameter, _scalar
 
 __all__ = ["SGD"]
 
@@ -32,9 +39,10 @@ def _as_dtype(value: Any, dtype: Any) -> Any:
     """A hyperparameter in a parameter's dtype, as a Python scalar is in torch (and in JAX).
 
     A Python number stays one (JAX's weak typing does the same); an array leaf (a jitted
-    step's, or a tensor lr) is cast, so a bfloat16 parameter stays bfloat16.
+    step's, or a tensor lr) or a NumPy scalar (``np.float64`` is a ``float``, but a strongly
+    typed one for JAX) is cast, so a bfloat16 parameter stays bfloat16.
     """
-    if isinstance(value, int | float):
+    if type(value) in (int, float, bool):
         return value
     return jnp.asarray(value, dtype)
 
@@ -50,16 +58,24 @@ def _single_tensor_sgd(
     lr, momentum, dampening, weight_decay = (_as_dtype(group[k], param.dtype) for k in keys)
     g = -grad if group["maximize"] else grad
     g = _select(weight_decay, lambda: g + weight_decay * param, g)
+    # The results keep the parameter's dtype whatever the hyperparameters' kinds (torch's
+    # in-place update keeps a bfloat16 parameter bfloat16).
     if buf is None:
-        return param - lr * g, None
+        return (param - lr * g).astype(param.dtype), None
     new_buf = _select(
         momentum, lambda: jnp.where(first, g, momentum * buf + (1 - dampening) * g), buf
     )
+    new_buf = new_buf.astype(buf.dtype)
     if group["nesterov"]:
         g = _select(momentum, lambda: g + momentum * new_buf, g)
     else:
         g = _select(momentum, lambda: new_buf, g)
-    return param - lr * g, new_buf
+    return (param - lr * g).astype(param.dtype), new_buf
+
+
+def _concrete(value: Any) -> float:
+    """A checked hyperparameter as a float for a sign check (a traced one passes: nan)."""
+    return float("nan") if _is_tracer(value) else float(np.asarray(value).reshape(()))
 
 
 class _PackedFlags(dict):  # type: ignore[type-arg]
@@ -100,13 +116,6 @@ class _PackedFlags(dict):  # type: ignore[type-arg]
     def items(self) -> Any:
         self._fill()
         return dict.items(self)
-
-
-def _from_checkpoint(value: Any) -> Any:
-    """A checkpoint value: a torch tensor (read without importing torch) becomes a JAX array."""
-    if hasattr(value, "detach") and hasattr(value, "numpy"):
-        return jnp.array(_torch_to_numpy(value), copy=True)
-    return value
 
 
 class SGD(Optimizer):
@@ -152,14 +161,21 @@ class SGD(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
+        # torch's checks, in torch's order and words; before each sign, the value must be a
+        # real number or a 1-element array (torch's own comparison errors say neither which
+        # argument nor what is expected).
         if isinstance(lr, (jax.Array, np.ndarray)) and lr.size != 1:
             raise ValueError("Tensor lr must be 1-element")
-        if lr < 0.0:
+        lr = _check_hyperparameter("lr", lr, "lr")
+        if _concrete(lr) < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
+        momentum = _check_hyperparameter("momentum", momentum, "momentum")
+        if _concrete(momentum) < 0.0:
             raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
+        weight_decay = _check_hyperparameter("weight_decay", weight_decay, "weight_decay")
+        if _concrete(weight_decay) < 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        dampening = _check_hyperparameter("dampening", dampening, "dampening")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         if isinstance(lr, (jax.Array, np.ndarray)):
@@ -226,7 +242,7 @@ class SGD(Optimizer):
         spans = layout.cache.get("flag_spans")
         if spans is None:
             spans = {}
-            start = layout.n_hyper
+            start = layout.state_start
             for gi in layout.extras:
                 stop = start + len(layout.templates[gi][1].handles)
                 spans[gi] = (start, stop)
@@ -263,6 +279,9 @@ class SGD(Optimizer):
     def _update(
         self, updates: dict[int, tuple[Any, Any]], slots: dict[int, tuple[int, int]]
     ) -> tuple[SGD, dict[int, Any]]:
+        for gi, group in enumerate(self.param_groups):  # an eager step reads them unpacked
+            for key in self.hyperparameters:
+                self._checked_value(group, key, gi)
         self._ensure_state()
         new_values: dict[int, Any] = {}
         momentum_buffers = dict(self._momentum)
@@ -322,74 +341,105 @@ class SGD(Optimizer):
             index += len(ids)
         return {"state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Load torch's layout (from this class or ``torch.optim.SGD.state_dict()``), in place.
+    def _loaded_state(
+        self,
+        state: Mapping[Any, Any],
+        where: dict[Any, tuple[int, int]],
+        groups: list[ParamGroup],
+    ) -> Callable[[], None]:
+        """Check and convert every saved momentum buffer; return what installs them.
 
-        Group options are taken from the saved dict, as torch does; buffers are cast to each
-        parameter's dtype. All or nothing: on error the optimizer is unchanged.
+        As torch: a ``'momentum_buffer'`` of ``None`` (what torch writes for a parameter whose
+        buffer was never created) and an empty entry ``{}`` load as "no buffer yet", so the
+        parameter's next step is a first step (buffer = gradient). Buffers are cast to their
+        parameter's dtype. Unlike torch, another key (another optimizer's state) is refused.
         """
-        from fparam.optim._checks import check_optimizer_state
-
-        check_optimizer_state(state_dict, type(self).__name__)
-        if any(_is_tracer(leaf) for leaf in jax.tree.leaves(self)):
-            raise RuntimeError(
-                "cannot load_state_dict() into an optimizer inside a JAX transformation"
-            )
-        saved_groups = list(state_dict["param_groups"])
-        if len(saved_groups) != len(self.param_groups):
-            raise ValueError("loaded state dict has a different number of parameter groups")
-        if any(
-            len(g["params"]) != len(s["params"]) for g, s in zip(self.param_groups, saved_groups)
-        ):
-            raise ValueError(
-                "loaded state dict contains a parameter group that doesn't match the size of "
-                "optimizer's group"
-            )
-        where = {
-            saved_id: (gi, pi)
-            for gi, saved in enumerate(saved_groups)
-            for pi, saved_id in enumerate(saved["params"])
-        }
-        new_groups = []
-        for group, saved in zip(self.param_groups, saved_groups):
-            new_group = ParamGroup()
-            for key, value in saved.items():
-                if key != "params":
-                    # A torch tensor option (a tensor lr) becomes a JAX array leaf.
-                    new_group[key] = _from_checkpoint(value)
-            for key, value in self.defaults.items():  # an older checkpoint lacks some keys
-                new_group.setdefault(key, value)
-            new_group["params"] = group["params"]
-            if "param_names" in group and "param_names" not in new_group:
-                new_group["param_names"] = group["param_names"]
-            new_groups.append(new_group)
         buffers: dict[int, jax.Array] = {}
         flags: dict[int, np.ndarray] = {}
-        for saved_id, entry in state_dict.get("state", {}).items():
+        for saved_id, entry in state.items():
             if saved_id not in where:
-                raise ValueError(f"optimizer state names parameter {saved_id}, which no group has")
+                raise ValueError(
+                    LOAD_UNKNOWN_PARAMETER.format(index=saved_id, listed=_id_ranges(where))
+                )
             gi, pi = where[saved_id]
             handle = self.param_groups[gi]["params"][pi]
-            array = np.asarray(_from_checkpoint(entry["momentum_buffer"]))
-            if array.shape != tuple(handle.shape):
+            if not isinstance(entry, Mapping):
                 raise ValueError(
-                    f"momentum_buffer for parameter {saved_id} has shape {array.shape}, "
-                    f"expected {tuple(handle.shape)}"
+                    LOAD_BAD_ENTRY.format(
+                        where=f"state[{saved_id!r}]",
+                        got=_typename(entry),
+                        expected="a dict such as {'momentum_buffer': array}",
+                    )
+                )
+            for key in entry:
+                if key != "momentum_buffer":
+                    raise ValueError(
+                        LOAD_UNKNOWN_STATE_KEY.format(
+                            index=saved_id, key=key, cls="SGD", known="'momentum_buffer'"
+                        )
+                    )
+            value = entry.get("momentum_buffer")
+            if value is None:
+                continue
+            array = _checkpoint_array(value, f"state[{saved_id!r}]['momentum_buffer']")
+            if not (
+                jnp.issubdtype(array.dtype, jnp.floating)
+                or jnp.issubdtype(array.dtype, jnp.integer)
+            ):
+                raise TypeError(
+                    LOAD_BUFFER_DTYPE.format(
+                        key="momentum_buffer",
+                        index=saved_id,
+                        got=array.dtype,
+                        expected=handle.dtype,
+                    )
+                )
+            if tuple(array.shape) != tuple(handle.shape):
+                raise ValueError(
+                    LOAD_BUFFER_SHAPE.format(
+                        key="momentum_buffer",
+                        index=saved_id,
+                        got=tuple(array.shape),
+                        expected=tuple(handle.shape),
+                    )
                 )
             # A copy: jnp.asarray(numpy, dtype=...) may alias the host buffer (a torch
             # tensor's memory), which would then change under the caller's feet.
             buffers[handle.uid] = jnp.array(array, dtype=handle.dtype, copy=True)
             flags.setdefault(gi, np.zeros((len(self.param_groups[gi]["params"]),), bool))
             flags[gi][pi] = True
-        self.param_groups = new_groups
-        self._momentum = {}
-        self._initialized = {}
-        for gi, group in enumerate(new_groups):
-            momentum = group["momentum"]
-            if gi in flags or _is_tracer(momentum) or momentum != 0:
-                self._allocate(gi)
-        for uid, buf in buffers.items():
-            self._momentum[uid] = buf
-        for gi, vector in flags.items():
-            self._initialized[gi] = vector
-        self._state_changed()
+
+        def commit() -> None:
+            self._momentum = {}
+            self._initialized = {}
+            for gi, group in enumerate(groups):
+                momentum = group["momentum"]
+                if gi in flags or _is_tracer(momentum) or momentum != 0:
+                    self._allocate(gi)
+            self._momentum.update(buffers)
+            self._initialized.update(flags)
+
+        return commit
+
+
+def _checkpoint_array(value: Any, where: str) -> Any:
+    """A saved array (NumPy, JAX, a torch tensor read without importing torch, or nested
+    lists) as a NumPy or JAX array, or a clear error naming ``where``."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        return _torch_to_numpy(value)
+    if isinstance(value, jax.Array):
+        return value
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as error:
+        raise TypeError(
+            LOAD_BAD_ENTRY.format(
+                where=where, got=f"{_typename(value)} ({error})", expected="an array"
+            )
+        ) from None
+    return array
+
+
+def _id_ranges(where: dict[Any, tuple[int, int]]) -> str:
+    ids = list(where)
+    return repr(ids) if len(ids) <= 8 else f"{ids[:8]!r}[:-1], ... ({len(ids)} in all)]"
