@@ -6,7 +6,6 @@ name the argument, key or parameter, what was given and what was expected.
 
 from __future__ import annotations
 
-
 BAD_HYPERPARAMETER = "{where} must be a real number or a 1-element array of real numbers, got {got}"
 
 BAD_HYPERPARAMETER_SIZE = "Tensor {name} must be 1-element (got {where} of shape {shape})"

@@ -412,10 +412,15 @@ BAD_STATE: list[tuple[str, Callable[[dict[str, Any]], Any], type[Exception], str
     (
         "param_groups not a list",
         _set(("param_groups",), "groups"),
-        ValueError,
-        "'param_groups' is str",
+        TypeError,  # torch: ValueError (len("groups") != 1), TypeError for an int
+        "'param_groups' must be a list of groups, got a str",
     ),
-    ("state not a dict", _set(("state",), [1, 2]), ValueError, "'state' is list"),
+    (
+        "state not a dict",
+        _set(("state",), [1, 2]),
+        TypeError,  # torch: AttributeError ('list' object has no attribute 'items')
+        "'state' must be a mapping from parameter index",
+    ),
 ]
 
 
