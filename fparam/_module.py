@@ -380,10 +380,15 @@ class _ById:
         return isinstance(other, _ById) and other.value is self.value
 
 
+_SCALAR_TYPES = frozenset({int, float, bool, str, bytes, complex, type(None)})
+
+
 def _static_key(value: Any) -> Any:
+    cls = type(value)
+    if cls in _SCALAR_TYPES:  # the common case, before the (slow) isinstance of jax.Array
+        return cls, value
     if isinstance(value, (jax.Array, np.ndarray)):
         return _ById(value)
-    cls = type(value)
     if cls in (list, tuple):
         return cls, tuple(_static_key(item) for item in value)
     if cls in (dict, OrderedDict):
@@ -502,6 +507,7 @@ class _Layout:
         "leaf_names",
         "modules",
         "params",
+        "static_keys",
         "statics",
     )
 
@@ -512,6 +518,7 @@ class _Layout:
         buffers: tuple[tuple[str, bool], ...],
         modules: tuple[str, ...],
         statics: dict[str, Any],
+        known: dict[str, tuple[Any, Any]] | None = None,
     ) -> None:
         self.cls = cls
         self.params = params
@@ -527,12 +534,19 @@ class _Layout:
             self.getter = _OneLeaf(names[0])
         else:
             self.getter = operator.itemgetter(*names)
+        # (value, key) per static; a replaced layout reuses the keys of unchanged values, so
+        # building a module with many options stays linear in its attribute count.
+        static_keys = {}
+        for k, v in statics.items():
+            entry = known.get(k) if known is not None else None
+            static_keys[k] = entry if entry is not None and entry[0] is v else (v, _static_key(v))
+        self.static_keys = static_keys
         self.key = (
             cls,
             params,
             buffers,
             modules,
-            tuple((k, _static_key(v)) for k, v in statics.items()),
+            tuple((k, entry[1]) for k, entry in static_keys.items()),
         )
         self.hash = hash(self.key)
         # What an unflattened instance starts from; `_fp_from_tree` marks it as a copy made by
@@ -579,6 +593,7 @@ class _Layout:
             self.buffers if buffers is None else buffers,
             self.modules if modules is None else modules,
             self.statics if statics is None else statics,
+            self.static_keys,
         )
 
 
