@@ -242,3 +242,45 @@ def test_memory_is_flat_when_stepping_many_fresh_models() -> None:
     # One extra compile of this step costs several MiB of executable and trace caches; 100
     # models with a compile each would grow by hundreds of MiB.
     assert growth_kib < 20 * 1024, growth_kib
+
+
+def test_a_named_sharding_tree_from_one_model_places_another_on_eight_devices() -> None:
+    """On 8 simulated CPU devices (a child process, so the suite keeps one device)."""
+    script = textwrap.dedent(
+        """
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+        import jax, jax.numpy as jnp
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        import fparam
+        from fparam import nn, optim
+
+        mesh = jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
+        def spec(leaf):
+            return NamedSharding(mesh, P("x") if leaf.shape[0] % 8 == 0 else P())
+        def build():
+            return nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 8))
+        shardings = jax.tree.map(spec, build())          # from one instance ...
+        other = jax.device_put(build(), shardings)        # ... places another
+        assert other[0].weight.sharding.spec == P("x"), other[0].weight.sharding
+        assert other[2].bias.sharding.spec == P("x")
+        crit = nn.MSELoss()
+        traces = [0]
+        @jax.jit
+        def step(m, o, x, y):
+            traces[0] += 1
+            loss, g = fparam.value_and_grad(lambda m: crit(m(x), y))(m)
+            return o.step(m, g)
+        x, y = jnp.ones((4, 16)), jnp.zeros((4, 8))
+        for _ in range(3):
+            model = jax.device_put(build(), shardings)
+            model, opt = step(model, optim.SGD(model.parameters(), lr=0.1), x, y)
+        assert traces[0] == 1, traces
+        assert model[0].weight.sharding.spec == P("x")
+        print("ok")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
