@@ -1260,14 +1260,26 @@ class Module:
         """Replace the arrays of existing parameters/buffers, keeping their kind and identity.
 
         What ``reset_parameters`` uses: torch re-initialises in place, so an optimizer built
-        earlier still owns the parameters afterwards.
+        earlier still owns the parameters afterwards. A new value goes to the device or sharding
+        of the committed array it replaces (DESIGN.md, rule 11).
         """
         self._check_mutable("reset parameter values")
         layout = self._fp_layout
-        for name, value in values.items():
+        for name in values:
             if layout.kind(name) not in ("param", "buffer"):
                 raise KeyError(f"'{name}' is not a parameter or buffer of {type(self).__name__}")
-            self.__dict__[name] = array = _to_jax(value, name)
+        for name, value in values.items():
+            array = _to_jax(value, name)
+            old = self.__dict__[name]
+            if (
+                isinstance(old, jax.Array)
+                and not _is_tracer(old)
+                and not _is_tracer(array)
+                and old.committed
+                and array.sharding != old.sharding
+            ):
+                array = jax.device_put(array, old.sharding)
+            self.__dict__[name] = array
             _note_owner(array, self, name)
 
     def __getattr__(self, name: str) -> Any:

@@ -245,7 +245,8 @@ def test_memory_is_flat_when_stepping_many_fresh_models() -> None:
 
 
 def test_a_named_sharding_tree_from_one_model_places_another_on_eight_devices() -> None:
-    """On 8 simulated CPU devices (a child process, so the suite keeps one device)."""
+    """On 8 simulated CPU devices (a child process, so the suite keeps one device); also
+    ``reset_parameters`` keeping each parameter's sharding (DESIGN.md, rule 11)."""
     script = textwrap.dedent(
         """
         import os
@@ -277,6 +278,12 @@ def test_a_named_sharding_tree_from_one_model_places_another_on_eight_devices() 
             model, opt = step(model, optim.SGD(model.parameters(), lr=0.1), x, y)
         assert traces[0] == 1, traces
         assert model[0].weight.sharding.spec == P("x")
+        # Re-initialising in place keeps each parameter's sharding (Linear and Conv alike).
+        for layer in (nn.Linear(16, 32), nn.Conv2d(8, 16, 3)):
+            layer = jax.device_put(layer, jax.tree.map(spec, layer))
+            before = {k: v.sharding for k, v in layer.state_dict().items()}
+            layer.reset_parameters()
+            assert {k: v.sharding for k, v in layer.state_dict().items()} == before
         print("ok")
         """
     )

@@ -95,16 +95,6 @@ def _place(array: jax.Array, device: Any) -> jax.Array:
     return array if device is None else jax.device_put(array, device)
 
 
-def _keep_placement(value: jax.Array, old: Any) -> jax.Array:
-    """``value`` on the device/sharding of the array it replaces (re-initialising in place)."""
-    if isinstance(old, jax.core.Tracer) or isinstance(value, jax.core.Tracer):
-        return value
-    sharding = getattr(old, "sharding", None)
-    if sharding is None or value.sharding == sharding:
-        return value
-    return jax.device_put(value, sharding)
-
-
 class _ConvNd(Module):
     """Base of the convolution layers, like torch's ``_ConvNd`` (same arguments, normalised).
 
@@ -325,7 +315,7 @@ class _ConvNd(Module):
         if self.bias is not None:
             shapes["bias"] = self.bias.shape
         values = self._initial_values(key, shapes, self.weight.dtype)
-        self._set_values(**{k: _keep_placement(v, getattr(self, k)) for k, v in values.items()})
+        self._set_values(**values)
 
     # ---------------------------------------------------------------- forward helpers
 

@@ -91,7 +91,13 @@ class Linear(Module):
         return values
 
     def reset_parameters(self, key: jax.Array | None = None) -> None:
-        """Draw torch's default initial values again (in place; parameters keep identity)."""
+        """Draw torch's default initial values again (in place; parameters keep identity).
+
+        The new values stay on the device (or sharding) of the old ones.
+
+        Arguments:
+            key: a JAX key; ``None`` draws from fparam's default key stream.
+        """
         shapes: dict[str, tuple[int, ...]] = {"weight": self.weight.shape}
         if self.bias is not None:
             shapes["bias"] = self.bias.shape
