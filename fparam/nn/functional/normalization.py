@@ -59,6 +59,7 @@ _RMS_INPUT = (
     "Given normalized_shape={shape}, expected input with shape [*{tail}], but got input of "
     "size{size}"
 )
+_RMS_RANK = "Input tensor must have at least {want} dimensions, but got {ndim}"
 _GROUP_RANK = "Expected at least 2 dimensions for input tensor but received {ndim}"
 _GROUP_DIVISIBLE = (
     "Expected number of channels in input to be divisible by num_groups, but got input of shape "
@@ -80,9 +81,24 @@ def _torch_size(shape: Sequence[int]) -> str:
     return "torch.Size(" + _list(shape) + ")"
 
 
+_HALF = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
 def _check_dtype(name: str, value: jax.Array | None, input: jax.Array) -> None:
-    if value is not None and value.dtype != input.dtype:
-        raise RuntimeError(_MIXED_DTYPE.format(name=name, got=value.dtype, want=input.dtype))
+    # torch's mixed precision: a float16/bfloat16 input with float32 parameters and statistics.
+    if value is None or value.dtype == input.dtype:
+        return
+    if input.dtype in _HALF and value.dtype == jnp.float32:
+        return
+    raise RuntimeError(_MIXED_DTYPE.format(name=name, got=value.dtype, want=input.dtype))
+
+
+def _compute_input(input: jax.Array, *values: jax.Array | None) -> jax.Array:
+    """``input`` in float32 when it is 16-bit and the parameters are float32 (torch computes
+    in float32 then, and returns the input's dtype)."""
+    if input.dtype in _HALF and any(v is not None and v.dtype == jnp.float32 for v in values):
+        return input.astype(jnp.float32)
+    return input
 
 
 def _channel_shape(ndim: int, channels: int) -> tuple[int, ...]:
@@ -161,6 +177,8 @@ def _batch_norm(
 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     input = jnp.asarray(input)
     _check_batch_norm(input, running_mean, running_var, weight, bias, training, eps)
+    dtype = input.dtype
+    input = _compute_input(input, running_mean, running_var, weight, bias)
     channels = input.shape[1] if input.ndim > 1 else 1
     shape = _channel_shape(input.ndim, channels) if input.ndim > 1 else (1,)
     if not training:
@@ -168,17 +186,18 @@ def _batch_norm(
         out = _normalize(
             input, running_mean.reshape(shape), running_var.reshape(shape), weight, bias, eps, shape
         )
-        return out, running_mean, running_var
+        return out.astype(dtype), running_mean, running_var
     axes = tuple(i for i in range(input.ndim) if i != 1)
     mean = jnp.mean(input, axis=axes, keepdims=True)
     var = jnp.mean(jnp.square(input - mean), axis=axes, keepdims=True)
-    out = _normalize(input, mean, var, weight, bias, eps, shape)
+    out = _normalize(input, mean, var, weight, bias, eps, shape).astype(dtype)
     if running_mean is None or running_var is None:
         return out, running_mean, running_var
     n = input.size // max(channels, 1)
     m = jnp.asarray(momentum, running_mean.dtype)
-    unbiased = var.reshape(running_var.shape) * jnp.asarray(n / (n - 1), var.dtype)
-    new_mean = (1 - m) * running_mean + m * lax.stop_gradient(mean.reshape(running_mean.shape))
+    unbiased = (var.reshape(running_var.shape) * (n / (n - 1))).astype(running_var.dtype)
+    batch_mean = mean.reshape(running_mean.shape).astype(running_mean.dtype)
+    new_mean = (1 - m) * running_mean + m * lax.stop_gradient(batch_mean)
     new_var = (1 - m) * running_var + m * lax.stop_gradient(unbiased)
     return out, new_mean, new_var
 
@@ -281,25 +300,27 @@ def _instance_norm(
     if eps < 0.0 or (use_input_stats and eps <= 0.0):
         raise ValueError((_EPS_TRAINING if use_input_stats else _EPS_NEGATIVE).format(eps=eps))
     shape = _channel_shape(input.ndim, c)
+    dtype = input.dtype
+    input = _compute_input(input, running_mean, running_var, weight, bias)
     if not use_input_stats:
         assert running_mean is not None and running_var is not None
         out = _normalize(
             input, running_mean.reshape(shape), running_var.reshape(shape), weight, bias, eps, shape
         )
-        return out, running_mean, running_var
+        return out.astype(dtype), running_mean, running_var
     axes = tuple(range(2, input.ndim))
     mean = jnp.mean(input, axis=axes, keepdims=True)
     var = jnp.mean(jnp.square(input - mean), axis=axes, keepdims=True)
-    out = _normalize(input, mean, var, weight, bias, eps, shape)
+    out = _normalize(input, mean, var, weight, bias, eps, shape).astype(dtype)
     if running_mean is None or running_var is None:
         return out, running_mean, running_var
     spatial = math.prod(input.shape[2:])
     m = jnp.asarray(momentum, running_mean.dtype)
     # Each of the N copies is updated, then torch averages them: the batch mean of the
     # per-instance statistics.
-    batch_mean = jnp.mean(mean.reshape(n, c), axis=0)
-    batch_var = jnp.mean(var.reshape(n, c), axis=0) * jnp.asarray(
-        spatial / (spatial - 1), var.dtype
+    batch_mean = jnp.mean(mean.reshape(n, c), axis=0).astype(running_mean.dtype)
+    batch_var = (jnp.mean(var.reshape(n, c), axis=0) * (spatial / (spatial - 1))).astype(
+        running_var.dtype
     )
     new_mean = (1 - m) * running_mean + m * lax.stop_gradient(
         batch_mean.reshape(running_mean.shape)
@@ -422,11 +443,13 @@ def layer_norm(
     input = jnp.asarray(input)
     shape = _normalized_shape(normalized_shape)
     _check_normalized(input, shape, (("weight", weight), ("bias", bias)), _NORMALIZED_INPUT)
-    axes = tuple(range(input.ndim - len(shape), input.ndim))
-    mean = jnp.mean(input, axis=axes, keepdims=True)
-    var = jnp.mean(jnp.square(input - mean), axis=axes, keepdims=True)
-    full = (1,) * (input.ndim - len(shape)) + shape
-    return _normalize(input, mean, var, weight, bias, eps, full)
+    dtype = input.dtype
+    x = _compute_input(input, weight, bias)
+    axes = tuple(range(x.ndim - len(shape), x.ndim))
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+    full = (1,) * (x.ndim - len(shape)) + shape
+    return _normalize(x, mean, var, weight, bias, eps, full).astype(dtype)
 
 
 def rms_norm(
@@ -452,7 +475,17 @@ def rms_norm(
     """
     input = jnp.asarray(input)
     shape = _normalized_shape(normalized_shape)
-    _check_normalized(input, shape, (("weight", weight),), _RMS_INPUT)
+    if input.ndim < len(shape):
+        raise ValueError(_RMS_RANK.format(want=len(shape), ndim=input.ndim))
+    # torch's rms_norm accepts any weight dtype and computes in the promoted one.
+    _check_normalized(input, shape, (), _RMS_INPUT)
+    if weight is not None and tuple(weight.shape) != shape:
+        raise RuntimeError(
+            _NORMALIZED_AFFINE.format(name="weight", got=_list(weight.shape), shape=_list(shape))
+        )
+    if weight is not None and weight.dtype != input.dtype:
+        dtype = jnp.promote_types(input.dtype, weight.dtype)
+        input, weight = input.astype(dtype), weight.astype(dtype)
     if eps is None:
         eps = float(jnp.finfo(input.dtype).eps)
     axes = tuple(range(input.ndim - len(shape), input.ndim))
@@ -502,6 +535,8 @@ def group_norm(
                 _GROUP_AFFINE.format(name=name, got=_list(value.shape), size=_list(input.shape))
             )
         _check_dtype(name, value, input)
+    dtype = input.dtype
+    input = _compute_input(input, weight, bias)
     grouped = input.reshape(n, num_groups, -1)
     mean = jnp.mean(grouped, axis=2, keepdims=True)
     var = jnp.mean(jnp.square(grouped - mean), axis=2, keepdims=True)
@@ -511,7 +546,7 @@ def group_norm(
         out = out * weight.reshape(shape)
     if bias is not None:
         out = out + bias.reshape(shape)
-    return out
+    return out.astype(dtype)
 
 
 def local_response_norm(
@@ -539,11 +574,13 @@ def local_response_norm(
     if input.size == 0:
         return input
     square = jnp.square(input)
-    window = (1, size) + (1,) * (input.ndim - 2)
     padding = ((0, 0), (size // 2, (size - 1) // 2)) + ((0, 0),) * (input.ndim - 2)
-    summed = lax.reduce_window(
-        square, jnp.asarray(0, input.dtype), lax.add, window, (1,) * input.ndim, padding
-    )
+    padded = jnp.pad(square, padding)
+    # A sum of `size` shifted slices: small windows, and differentiable in every mode.
+    c = input.shape[1]
+    summed = padded[:, 0:c]
+    for i in range(1, size):
+        summed = summed + padded[:, i : i + c]
     div = summed / jnp.asarray(size, input.dtype)
     div = (div * jnp.asarray(alpha, input.dtype) + jnp.asarray(k, input.dtype)) ** jnp.asarray(
         beta, input.dtype
