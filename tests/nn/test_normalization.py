@@ -24,8 +24,10 @@ from fparam import nn, optim
 from fparam._state import BufferUpdateError
 from fparam.nn import functional as F
 
-# Largest errors measured over the grids below (float32, values of order 1-10): outputs 1.9e-6,
-# gradients 3.8e-6, running statistics 4.8e-7 absolute. Tolerances about 5x those.
+# Largest absolute errors measured over the grids below (jax CPU vs torch 2.13 CPU, float32):
+# outputs and gradients 3.3e-6 (values up to ~10), running statistics 2.4e-7; one outlier, the
+# input gradient of a BatchNorm1d over a (2, C) batch, 1.1e-5: with two values per channel that
+# gradient is pure cancellation in both libraries. Tolerances: about 2x the outlier.
 TOL = {"rtol": 1e-5, "atol": 2e-5}
 
 
@@ -167,8 +169,7 @@ def _in_config(rng):
 
 @pytest.mark.parametrize(("seed", "name", "c", "shape", "opts"), _sample(_in_config, 16, 11))
 def test_instance_norm_matches_torch(seed, name, c, shape, opts):
-    if opts["momentum"] is None:
-        opts["momentum"] = 0.2  # torch's InstanceNorm with momentum=None updates nothing
+    # momentum=None: torch's InstanceNorm passes 0.0, the running statistics never move.
     _parity(name, (c,), opts, shape, seed)
 
 
