@@ -246,6 +246,7 @@ def _twin_cnn():
         torch.nn.Conv2d(1, 4, 3, padding=1),
         torch.nn.BatchNorm2d(4),
         torch.nn.ReLU(),
+        torch.nn.Dropout(0.0),  # the model; p=0 so that torch's mask is known
         torch.nn.Flatten(),
         torch.nn.Linear(4 * 5 * 5, 3),
     )
@@ -253,6 +254,7 @@ def _twin_cnn():
         nn.Conv2d(1, 4, 3, padding=1),
         nn.BatchNorm2d(4),
         nn.ReLU(),
+        nn.Dropout(0.0),
         nn.Flatten(),
         nn.Linear(4 * 5 * 5, 3),
     )
