@@ -93,6 +93,43 @@ for _n in (1, 2, 3):
     _BUILDERS[f"Conv{_n}d"] = _build_conv
     _BUILDERS[f"ConvTranspose{_n}d"] = _build_conv_transpose
 
+
+def _build_norm(nn: Any, m: Any) -> Module:
+    # torch keeps no `bias` flag: it shows as a bias registered as None under affine=True.
+    layer: Callable[..., Module] = getattr(nn, type(m).__name__)
+    return layer(
+        m.num_features,
+        m.eps,
+        m.momentum,
+        m.affine,
+        m.track_running_stats,
+        bias=m.bias is not None or not m.affine,
+    )
+
+
+for _n in (1, 2, 3):
+    _BUILDERS[f"BatchNorm{_n}d"] = _build_norm
+    _BUILDERS[f"InstanceNorm{_n}d"] = _build_norm
+    _BUILDERS[f"Dropout{_n}d"] = lambda nn, m: getattr(nn, type(m).__name__)(m.p, m.inplace)
+_BUILDERS.update(
+    {
+        "GroupNorm": lambda nn, m: nn.GroupNorm(
+            m.num_groups, m.num_channels, m.eps, m.affine, bias=m.bias is not None or not m.affine
+        ),
+        "LayerNorm": lambda nn, m: nn.LayerNorm(
+            m.normalized_shape,
+            m.eps,
+            m.elementwise_affine,
+            bias=m.bias is not None or not m.elementwise_affine,
+        ),
+        "RMSNorm": lambda nn, m: nn.RMSNorm(m.normalized_shape, m.eps, m.elementwise_affine),
+        "LocalResponseNorm": lambda nn, m: nn.LocalResponseNorm(m.size, m.alpha, m.beta, m.k),
+        "Dropout": lambda nn, m: nn.Dropout(m.p, m.inplace),
+        "AlphaDropout": lambda nn, m: nn.AlphaDropout(m.p, m.inplace),
+        "FeatureAlphaDropout": lambda nn, m: nn.FeatureAlphaDropout(m.p, m.inplace),
+    }
+)
+
 _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 
 # What a torch module can carry that changes its outputs or its state_dict and that an fparam

@@ -23,6 +23,14 @@ from fparam.nn.conv import (
     ConvTranspose2d,
     ConvTranspose3d,
 )
+from fparam.nn.dropout import (
+    AlphaDropout,
+    Dropout,
+    Dropout1d,
+    Dropout2d,
+    Dropout3d,
+    FeatureAlphaDropout,
+)
 from fparam.nn.flatten import Flatten, Unflatten
 from fparam.nn.linear import Identity, Linear
 from fparam.nn.loss import (
@@ -32,6 +40,18 @@ from fparam.nn.loss import (
     L1Loss,
     MSELoss,
     NLLLoss,
+)
+from fparam.nn.normalization import (
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    GroupNorm,
+    InstanceNorm1d,
+    InstanceNorm2d,
+    InstanceNorm3d,
+    LayerNorm,
+    LocalResponseNorm,
+    RMSNorm,
 )
 
 __all__ = [
@@ -71,6 +91,25 @@ __all__ = [
     "Unflatten",
     "functional",
     "init",
+]
+
+__all__ += [
+    "AlphaDropout",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "FeatureAlphaDropout",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "LayerNorm",
+    "LocalResponseNorm",
+    "RMSNorm",
 ]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".

@@ -24,6 +24,14 @@ from fparam.nn.functional.conv import (
     conv_transpose3d,
     pad,
 )
+from fparam.nn.functional.dropout import (
+    alpha_dropout,
+    dropout,
+    dropout1d,
+    dropout2d,
+    dropout3d,
+    feature_alpha_dropout,
+)
 from fparam.nn.functional.linear import linear
 from fparam.nn.functional.loss import (
     binary_cross_entropy,
@@ -32,6 +40,16 @@ from fparam.nn.functional.loss import (
     l1_loss,
     mse_loss,
     nll_loss,
+)
+from fparam.nn.functional.normalization import (
+    batch_norm,
+    batch_norm_stats,
+    group_norm,
+    instance_norm,
+    instance_norm_stats,
+    layer_norm,
+    local_response_norm,
+    rms_norm,
 )
 from fparam.nn.functional.shape import flatten, unflatten
 
@@ -64,6 +82,23 @@ __all__ += [
     "softmax",
     "tanh",
     "unflatten",
+]
+
+__all__ += [
+    "alpha_dropout",
+    "batch_norm",
+    "batch_norm_stats",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
+    "feature_alpha_dropout",
+    "group_norm",
+    "instance_norm",
+    "instance_norm_stats",
+    "layer_norm",
+    "local_response_norm",
+    "rms_norm",
 ]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".

@@ -1,0 +1,474 @@
+"""Normalisation layers (``torch/nn/modules/batchnorm.py``, ``instancenorm.py``,
+``normalization.py``): thin modules over ``nn.functional``.
+
+``BatchNorm*`` (and ``InstanceNorm*`` with ``track_running_stats=True``) change their running
+statistics in a training-mode forward. They do it through ``Module._update_buffers``: in place
+eagerly, as torch does; carried out to the caller by ``fparam.value_and_grad`` / ``fparam.grad``
+/ ``fparam.stateful`` under a transformation; ``BufferUpdateError`` wherever the change would be
+lost (a plain ``jax.grad``, a train-mode forward directly under ``jax.jit``).
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from fparam._module import Module, Parameter
+from fparam.nn import functional as F
+from fparam.nn.conv import _keep_placement
+
+__all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "LayerNorm",
+    "LocalResponseNorm",
+    "RMSNorm",
+]
+
+_RANK = "expected {ranks} input (got {ndim}D input)"
+_INSTANCE_CHANNELS = (
+    "expected input's size at dim={dim} to match num_features ({want}), but got: {got}."
+)
+_INSTANCE_CHANNELS_WARNING = (
+    "input's size at dim={dim} does not match num_features. You can silence this warning by not "
+    "passing in num_features, which is not used because affine=False"
+)
+_GROUPS_DIVIDE = "num_channels ({channels}) must be divisible by num_groups ({groups})"
+
+
+def _place(array: jax.Array, device: Any) -> jax.Array:
+    return array if device is None else jax.device_put(array, device)
+
+
+def _count_dtype() -> Any:
+    """torch's ``num_batches_tracked`` is int64; JAX gives int32 unless x64 is on."""
+    return jax.dtypes.canonicalize_dtype(jnp.int64)
+
+
+class _NormBase(Module):
+    """Common base of the batch and instance norms, like torch's ``_NormBase``.
+
+    Parameters ``weight`` (ones) and ``bias`` (zeros), shape ``(num_features,)``, when
+    ``affine``; buffers ``running_mean`` (zeros), ``running_var`` (ones) and the count
+    ``num_batches_tracked`` when ``track_running_stats``, else all registered as ``None``.
+    """
+
+    _ranks: tuple[int, ...] = ()
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        dtype = jnp.float32 if dtype is None else dtype
+        if affine:
+            self.weight = Parameter(_place(jnp.ones((num_features,), dtype), device))
+            if bias:
+                self.bias = Parameter(_place(jnp.zeros((num_features,), dtype), device))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", _place(jnp.zeros((num_features,), dtype), device))
+            self.register_buffer("running_var", _place(jnp.ones((num_features,), dtype), device))
+            self.register_buffer(
+                "num_batches_tracked", _place(jnp.zeros((), _count_dtype()), device)
+            )
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self) -> None:
+        """Running mean to zeros, variance to ones, count to zero (in place, as torch)."""
+        if self.track_running_stats and self.running_mean is not None:
+            values = {
+                "running_mean": jnp.zeros_like(self.running_mean),
+                "running_var": jnp.ones_like(self.running_var),
+                "num_batches_tracked": jnp.zeros_like(self.num_batches_tracked),
+            }
+            self._set_values(**{k: _keep_placement(v, getattr(self, k)) for k, v in values.items()})
+
+    def reset_parameters(self) -> None:
+        """:meth:`reset_running_stats`, and ``weight`` to ones, ``bias`` to zeros."""
+        self.reset_running_stats()
+        values = {}
+        if self.weight is not None:
+            values["weight"] = jnp.ones_like(self.weight)
+        if self.bias is not None:
+            values["bias"] = jnp.zeros_like(self.bias)
+        self._set_values(**{k: _keep_placement(v, getattr(self, k)) for k, v in values.items()})
+
+    def _check_input_dim(self, input: jax.Array) -> None:
+        if input.ndim not in self._ranks:
+            ranks = " or ".join(f"{r}D" for r in self._ranks)
+            raise ValueError(_RANK.format(ranks=ranks, ndim=input.ndim))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+
+
+class _BatchNorm(_NormBase):
+    def forward(self, input: jax.Array) -> jax.Array:
+        input = jnp.asarray(input)
+        self._check_input_dim(input)
+        factor: float | jax.Array = 0.0 if self.momentum is None else self.momentum
+        update = self.training and self.track_running_stats and self.running_mean is not None
+        count = None
+        if update and self.num_batches_tracked is not None:
+            count = self.num_batches_tracked + 1
+            if self.momentum is None:  # cumulative moving average
+                factor = 1.0 / count.astype(self.running_mean.dtype)
+        # Batch statistics in training mode, and in eval mode without running estimates.
+        use_batch = self.training or (self.running_mean is None and self.running_var is None)
+        keep = not self.training or self.track_running_stats
+        out, mean, var = F.batch_norm_stats(
+            input,
+            self.running_mean if keep else None,
+            self.running_var if keep else None,
+            self.weight,
+            self.bias,
+            use_batch,
+            factor,
+            self.eps,
+        )
+        if update:
+            # All checks passed: torch has already counted the batch when batch_norm raises,
+            # fparam leaves the module unchanged.
+            updates = {"running_mean": mean, "running_var": var}
+            if count is not None:
+                updates["num_batches_tracked"] = count
+            self._update_buffers(**updates)
+        return out
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation over ``(N, C)`` or ``(N, C, L)`` inputs, like ``torch.nn.BatchNorm1d``.
+
+    Arguments:
+        num_features: ``C``.
+        eps: added to the variance.
+        momentum: running-statistics factor; ``None`` keeps a cumulative average
+            (factor ``1 / num_batches_tracked``).
+        affine: learn ``weight`` (ones) and ``bias`` (zeros).
+        track_running_stats: keep ``running_mean``/``running_var``/``num_batches_tracked`` and
+            normalise with them in eval mode; ``False`` always uses batch statistics.
+        device: a JAX device (or sharding) for the arrays; ``None`` for the default.
+        dtype: floating dtype of parameters and running statistics (float32 by default).
+        bias: with ``affine``, whether to learn ``bias``.
+
+    A training-mode forward updates the running statistics (torch's formulas: unbiased variance
+    in the estimate, biased in the normalisation) and adds one to ``num_batches_tracked``.
+    """
+
+    _ranks = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation over ``(N, C, H, W)`` inputs, like ``torch.nn.BatchNorm2d``.
+
+    Arguments as :class:`BatchNorm1d`.
+    """
+
+    _ranks = (4,)
+
+
+class BatchNorm3d(_BatchNorm):
+    """Batch normalisation over ``(N, C, D, H, W)`` inputs, like ``torch.nn.BatchNorm3d``.
+
+    Arguments as :class:`BatchNorm1d`.
+    """
+
+    _ranks = (5,)
+
+
+class _InstanceNorm(_NormBase):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(
+            num_features,
+            eps,
+            momentum,
+            affine,
+            track_running_stats,
+            device,
+            dtype,
+            bias=bias,
+        )
+
+    def forward(self, input: jax.Array) -> jax.Array:
+        input = jnp.asarray(input)
+        self._check_input_dim(input)
+        unbatched_rank = self._ranks[0]
+        feature_dim = input.ndim - unbatched_rank
+        if input.shape[feature_dim] != self.num_features:
+            if self.affine:
+                raise ValueError(
+                    _INSTANCE_CHANNELS.format(
+                        dim=feature_dim, want=self.num_features, got=input.shape[feature_dim]
+                    )
+                )
+            warnings.warn(_INSTANCE_CHANNELS_WARNING.format(dim=feature_dim), stacklevel=2)
+        unbatched = input.ndim == unbatched_rank
+        x = input[None] if unbatched else input
+        use_input_stats = self.training or not self.track_running_stats
+        out, mean, var = F.instance_norm_stats(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            use_input_stats,
+            self.momentum if self.momentum is not None else 0.0,
+            self.eps,
+        )
+        if use_input_stats and self.running_mean is not None:
+            # torch's instance_norm updates the statistics, never num_batches_tracked.
+            self._update_buffers(running_mean=mean, running_var=var)
+        return out[0] if unbatched else out
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalisation over ``(N, C, L)`` or unbatched ``(C, L)`` inputs, like
+    ``torch.nn.InstanceNorm1d``.
+
+    Arguments as :class:`BatchNorm1d`, with torch's defaults ``affine=False`` and
+    ``track_running_stats=False``. With ``track_running_stats=True`` a training-mode forward
+    updates the running statistics with the batch average of the per-instance statistics, and
+    eval mode normalises with them.
+    """
+
+    _ranks = (2, 3)
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalisation over ``(N, C, H, W)`` or ``(C, H, W)``; see :class:`InstanceNorm1d`."""
+
+    _ranks = (3, 4)
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Instance normalisation over ``(N, C, D, H, W)`` or ``(C, D, H, W)``; see
+    :class:`InstanceNorm1d`."""
+
+    _ranks = (4, 5)
+
+
+def _shape_tuple(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(normalized_shape, int):
+        return (normalized_shape,)
+    if isinstance(normalized_shape, numbers.Integral):  # a NumPy integer
+        return (int(normalized_shape),)
+    return tuple(int(s) for s in normalized_shape)
+
+
+class LayerNorm(Module):
+    """Layer normalisation over the trailing ``normalized_shape`` axes, like ``torch.nn.LayerNorm``.
+
+    Arguments:
+        normalized_shape: an int or a sequence of ints (stored as a tuple).
+        eps: added to the variance.
+        elementwise_affine: learn ``weight`` (ones) and ``bias`` (zeros) of shape
+            ``normalized_shape``.
+        bias: with ``elementwise_affine``, whether to learn ``bias``.
+        device, dtype: as :class:`fparam.nn.Linear`.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        self.normalized_shape = _shape_tuple(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        dtype = jnp.float32 if dtype is None else dtype
+        if elementwise_affine:
+            self.weight = Parameter(_place(jnp.ones(self.normalized_shape, dtype), device))
+            if bias:
+                self.bias = Parameter(_place(jnp.zeros(self.normalized_shape, dtype), device))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        """``weight`` to ones and ``bias`` to zeros (in place, as torch)."""
+        values = {}
+        if self.weight is not None:
+            values["weight"] = jnp.ones_like(self.weight)
+        if self.bias is not None:
+            values["bias"] = jnp.zeros_like(self.bias)
+        self._set_values(**{k: _keep_placement(v, getattr(self, k)) for k, v in values.items()})
+
+    def forward(self, input: jax.Array) -> jax.Array:
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
+        )
+
+
+class GroupNorm(Module):
+    """Group normalisation, like ``torch.nn.GroupNorm``.
+
+    Arguments:
+        num_groups: groups the channels are split into (must divide ``num_channels``:
+            ``ValueError`` otherwise, as torch).
+        num_channels: ``C``.
+        eps: added to the variance.
+        affine: learn per-channel ``weight`` (ones) and ``bias`` (zeros).
+        device, dtype: as :class:`fparam.nn.Linear`.
+        bias: with ``affine``, whether to learn ``bias``.
+    """
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_channels % num_groups != 0:
+            raise ValueError(_GROUPS_DIVIDE.format(channels=num_channels, groups=num_groups))
+        self.num_groups = num_groups
+        self.num_channels = num_channels
+        self.eps = eps
+        self.affine = affine
+        dtype = jnp.float32 if dtype is None else dtype
+        if affine:
+            self.weight = Parameter(_place(jnp.ones((num_channels,), dtype), device))
+            if bias:
+                self.bias = Parameter(_place(jnp.zeros((num_channels,), dtype), device))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    reset_parameters = LayerNorm.reset_parameters
+
+    def forward(self, input: jax.Array) -> jax.Array:
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class RMSNorm(Module):
+    """Root-mean-square normalisation, like ``torch.nn.RMSNorm``.
+
+    Arguments:
+        normalized_shape: an int or a sequence of ints (stored as a tuple).
+        eps: ``None`` uses ``finfo(input.dtype).eps`` at each call, as torch.
+        elementwise_affine: learn ``weight`` (ones) of shape ``normalized_shape``.
+        device, dtype: as :class:`fparam.nn.Linear`.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        self.normalized_shape = _shape_tuple(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        dtype = jnp.float32 if dtype is None else dtype
+        if elementwise_affine:
+            self.weight = Parameter(_place(jnp.ones(self.normalized_shape, dtype), device))
+        else:
+            self.register_parameter("weight", None)
+
+    def reset_parameters(self) -> None:
+        """``weight`` to ones (in place, as torch)."""
+        if self.weight is not None:
+            self._set_values(weight=_keep_placement(jnp.ones_like(self.weight), self.weight))
+
+    def forward(self, x: jax.Array) -> jax.Array:
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        )
+
+
+class LocalResponseNorm(Module):
+    """Local response normalisation across channels, like ``torch.nn.LocalResponseNorm``.
+
+    Arguments:
+        size: number of neighbouring channels.
+        alpha, beta, k: as torch (``1e-4``, ``0.75``, ``1.0``).
+    """
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> None:
+        super().__init__()
+        self.size = size
+        self.alpha = alpha
+        self.beta = beta
+        self.k = k
+
+    def forward(self, input: jax.Array) -> jax.Array:
+        return F.local_response_norm(input, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
