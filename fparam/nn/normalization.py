@@ -20,7 +20,6 @@ import jax.numpy as jnp
 
 from fparam._module import Module, Parameter
 from fparam.nn import functional as F
-from fparam.nn.conv import _keep_placement
 
 __all__ = [
     "BatchNorm1d",
@@ -112,7 +111,7 @@ class _NormBase(Module):
                 "running_var": jnp.ones_like(self.running_var),
                 "num_batches_tracked": jnp.zeros_like(self.num_batches_tracked),
             }
-            self._set_values(**{k: _keep_placement(v, getattr(self, k)) for k, v in values.items()})
+            self._set_values(**values)
 
     def reset_parameters(self) -> None:
         """:meth:`reset_running_stats`, and ``weight`` to ones, ``bias`` to zeros."""
@@ -122,7 +121,7 @@ class _NormBase(Module):
             values["weight"] = jnp.ones_like(self.weight)
         if self.bias is not None:
             values["bias"] = jnp.zeros_like(self.bias)
-        self._set_values(**{k: _keep_placement(v, getattr(self, k)) for k, v in values.items()})
+        self._set_values(**values)
 
     def _check_input_dim(self, input: jax.Array) -> None:
         if input.ndim not in self._ranks:
@@ -344,7 +343,7 @@ class LayerNorm(Module):
             values["weight"] = jnp.ones_like(self.weight)
         if self.bias is not None:
             values["bias"] = jnp.zeros_like(self.bias)
-        self._set_values(**{k: _keep_placement(v, getattr(self, k)) for k, v in values.items()})
+        self._set_values(**values)
 
     def forward(self, input: jax.Array) -> jax.Array:
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -441,7 +440,7 @@ class RMSNorm(Module):
     def reset_parameters(self) -> None:
         """``weight`` to ones (in place, as torch)."""
         if self.weight is not None:
-            self._set_values(weight=_keep_placement(jnp.ones_like(self.weight), self.weight))
+            self._set_values(weight=jnp.ones_like(self.weight))
 
     def forward(self, x: jax.Array) -> jax.Array:
         return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
