@@ -47,43 +47,43 @@ class Dropout(_DropoutNd):
     ``forward(input, *, key=None)``: ``key`` overrides fparam's key stream for this call.
     """
 
-    def forward(self, input: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        return F.dropout(input, self.p, self.training, self.inplace, key=key)
+    def forward(self, input: jax.Array) -> jax.Array:
+        return F.dropout(input, self.p, self.training, self.inplace)
 
 
 class Dropout1d(_DropoutNd):
     """Zero whole channels of ``(N, C, L)`` or ``(C, L)`` inputs; see :class:`Dropout`."""
 
-    def forward(self, input: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        return F.dropout1d(input, self.p, self.training, self.inplace, key=key)
+    def forward(self, input: jax.Array) -> jax.Array:
+        return F.dropout1d(input, self.p, self.training, self.inplace)
 
 
 class Dropout2d(_DropoutNd):
     """Zero whole channels of ``(N, C, H, W)`` inputs (torch's rank rules and warnings);
     see :class:`Dropout`."""
 
-    def forward(self, input: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        return F.dropout2d(input, self.p, self.training, self.inplace, key=key)
+    def forward(self, input: jax.Array) -> jax.Array:
+        return F.dropout2d(input, self.p, self.training, self.inplace)
 
 
 class Dropout3d(_DropoutNd):
     """Zero whole channels of ``(N, C, D, H, W)`` or ``(C, D, H, W)`` inputs; see
     :class:`Dropout`."""
 
-    def forward(self, input: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        return F.dropout3d(input, self.p, self.training, self.inplace, key=key)
+    def forward(self, input: jax.Array) -> jax.Array:
+        return F.dropout3d(input, self.p, self.training, self.inplace)
 
 
 class AlphaDropout(_DropoutNd):
     """Alpha dropout for SELU networks (keeps zero mean, unit variance), like
     ``torch.nn.AlphaDropout``; see :func:`fparam.nn.functional.alpha_dropout`."""
 
-    def forward(self, input: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        return F.alpha_dropout(input, self.p, self.training, key=key)
+    def forward(self, input: jax.Array) -> jax.Array:
+        return F.alpha_dropout(input, self.p, self.training)
 
 
 class FeatureAlphaDropout(_DropoutNd):
     """Alpha dropout of whole channels, like ``torch.nn.FeatureAlphaDropout``."""
 
-    def forward(self, input: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        return F.feature_alpha_dropout(input, self.p, self.training, key=key)
+    def forward(self, input: jax.Array) -> jax.Array:
+        return F.feature_alpha_dropout(input, self.p, self.training)

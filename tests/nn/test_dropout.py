@@ -73,11 +73,19 @@ def test_module_eager_draws_from_the_default_stream():
     fparam.manual_seed(5)
     np.testing.assert_array_equal(_np(drop(x)), a)
     assert not np.array_equal(a, b)
-    # An explicit key wins over the stream, eagerly and under jit.
-    np.testing.assert_array_equal(
-        _np(drop(x, key=KEY)), _np(jax.jit(lambda m, x, k: m(x, key=k))(drop, x, KEY))
-    )
-    np.testing.assert_array_equal(_np(drop(x, key=KEY)), _np(F.dropout(x, 0.3, key=KEY)))
+    # A key in scope wins over the stream, and gives the same mask eagerly and under jit.
+    with fparam.rng(KEY):
+        eager = _np(drop(x))
+
+    def traced(m, x, k):
+        with fparam.rng(k):
+            return m(x)
+
+    np.testing.assert_array_equal(eager, _np(jax.jit(traced)(drop, x, KEY)))
+    np.testing.assert_array_equal(eager, _np(F.dropout(x, 0.3, key=jax.random.fold_in(KEY, 0))))
+    # Inside jit with no key in scope: an error, never one mask compiled into every call.
+    with pytest.raises(fparam.RandomnessError, match="Dropout"):
+        jax.jit(lambda m, x: m(x))(drop, x)
 
 
 @pytest.mark.parametrize(
@@ -164,7 +172,11 @@ def test_channelwise_masks(name, shape, channel_axes):
     assert _binomial_ok(int(kept.sum()), kept.size, 1 - p)
     assert set(np.unique(y)) == {0.0, np.float32(1) / np.float32(1 - p)}
     m = getattr(nn, name.capitalize())(p)  # Dropout1d, ...
-    np.testing.assert_array_equal(_np(m(x, key=KEY)), y)
+    with fparam.rng(KEY):
+        from_module = _np(m(x))
+    np.testing.assert_array_equal(
+        from_module, _np(getattr(F, name)(x, p, key=jax.random.fold_in(KEY, 0)))
+    )
 
 
 def test_dropout_rank_rules_and_warnings_as_torch():
@@ -233,12 +245,15 @@ def test_alpha_dropout_values_and_statistics_as_torch(p):
 def test_alpha_modules_delegate():
     p = 0.3
     x = np.random.default_rng(3).standard_normal((4, 5)).astype(np.float32)
+    first = jax.random.fold_in(KEY, 0)  # the first draw in a `fparam.rng(KEY)` block
     m = nn.AlphaDropout(p)
-    np.testing.assert_array_equal(_np(m(x, key=KEY)), _np(F.alpha_dropout(x, p, True, key=KEY)))
+    with fparam.rng(KEY):
+        out = _np(m(x))
+    np.testing.assert_array_equal(out, _np(F.alpha_dropout(x, p, True, key=first)))
     f = nn.FeatureAlphaDropout(p)
-    np.testing.assert_array_equal(
-        _np(f(x, key=KEY)), _np(F.feature_alpha_dropout(x, p, True, key=KEY))
-    )
+    with fparam.rng(KEY):
+        out = _np(f(x))
+    np.testing.assert_array_equal(out, _np(F.feature_alpha_dropout(x, p, True, key=first)))
     np.testing.assert_array_equal(_np(m.eval()(x)), x)
     # torch's functional defaults: training=False for the alpha variants (identity).
     np.testing.assert_array_equal(_np(F.alpha_dropout(x, p)), x)
@@ -252,7 +267,8 @@ def test_dropout_in_a_model_under_value_and_grad_with_key():
 
     @jax.jit
     def loss_and_grad(model, key):
-        return fparam.value_and_grad(lambda m: jnp.sum(drop(m(x), key=key)))(model)
+        with fparam.rng(key):
+            return fparam.value_and_grad(lambda m: jnp.sum(drop(m(x))))(model)
 
     (l1, g1), (l2, g2) = loss_and_grad(model, KEY), loss_and_grad(model, KEY)
     assert float(l1) == float(l2)

@@ -80,7 +80,9 @@ def _dropout(
         # torch multiplies by zero: a NaN or inf input stays NaN, as there.
         return input * jnp.zeros((), input.dtype)
     noise_shape = input.shape[:2] + (1,) * (input.ndim - 2) if feature else input.shape
-    keep = jax.random.bernoulli(resolve_key(key), 1.0 - p, noise_shape)
+    keep = jax.random.bernoulli(
+        resolve_key(key, "a Dropout in training mode (F.dropout)"), 1.0 - p, noise_shape
+    )
     noise = keep.astype(input.dtype)
     if not alpha:
         out = input * (noise / jnp.asarray(1.0 - p, input.dtype))
