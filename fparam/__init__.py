@@ -4,11 +4,13 @@ from fparam import nn, optim
 from fparam._grad import grad, stateful, value_and_grad
 from fparam._module import Buffer, Module, Parameter
 from fparam._random import RandomnessError, manual_seed, next_key, rng
+from fparam._state import BufferUpdateError
 from fparam.interop import from_torch
 from fparam.serialization import load, save
 
 __all__ = [
     "Buffer",
+    "BufferUpdateError",
     "Module",
     "Parameter",
     "RandomnessError",

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from fparam._dtypes import check_narrowing
 from fparam._module import Module, Parameter, _typename
 from fparam.serialization import _torch_to_numpy
 
@@ -416,7 +417,15 @@ def _copy_state(torch_sub: Any, twin: Module, path: str, problems: list[str]) ->
                 )
                 continue
             held = getattr(twin, name)
-            if array is not None and held.dtype != array.dtype:
+            # Integers that fit (torch's int64 num_batches_tracked in int32) are exact; any
+            # other change of dtype (float64 as float32) is not a twin.
+            exact_int = (
+                array is not None
+                and np.dtype(array.dtype).kind in "iu"
+                and np.dtype(held.dtype).kind in "iu"
+                and check_narrowing(array, held.dtype, name) is None
+            )
+            if array is not None and held.dtype != array.dtype and not exact_int:
                 problems.append(
                     _DTYPE.format(
                         path=_shown(_join(path, name)),

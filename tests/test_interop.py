@@ -665,13 +665,13 @@ def test_a_global_hook_is_refused() -> None:
 
 def test_every_problem_is_listed_at_once() -> None:
     model = tnn.Sequential(
-        _with_forward_hook(), _with_array_entry(), tnn.BatchNorm1d(2), _with_changed_attribute()
+        _with_forward_hook(), _with_array_entry(), tnn.GRU(2, 2), _with_changed_attribute()
     )
     with pytest.raises(TypeError) as info:
         fparam.from_torch(model)
     message = str(info.value)
     for text in [
-        "torch.nn.modules.batchnorm.BatchNorm1d (at '2')",
+        "torch.nn.modules.rnn.GRU (at '2')",
         "'0.0' (Linear): has a forward hook",
         "'1.p' (ParameterDict): entry 'z'",
         "'3.0.weight': torch's parameter has shape (3, 2)",
