@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from fparam._module import Module, Parameter
 from fparam.nn import functional as F
+from fparam.nn import init
 
 __all__ = [
     "BatchNorm1d",
@@ -84,19 +85,23 @@ class _NormBase(Module):
         self.track_running_stats = track_running_stats
         dtype = jnp.float32 if dtype is None else dtype
         if affine:
-            self.weight = Parameter(_place(jnp.ones((num_features,), dtype), device))
+            self.weight = Parameter(_place(init.ones_((num_features,), dtype=dtype), device))
             if bias:
-                self.bias = Parameter(_place(jnp.zeros((num_features,), dtype), device))
+                self.bias = Parameter(_place(init.zeros_((num_features,), dtype=dtype), device))
             else:
                 self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", _place(jnp.zeros((num_features,), dtype), device))
-            self.register_buffer("running_var", _place(jnp.ones((num_features,), dtype), device))
             self.register_buffer(
-                "num_batches_tracked", _place(jnp.zeros((), _count_dtype()), device)
+                "running_mean", _place(init.zeros_((num_features,), dtype=dtype), device)
+            )
+            self.register_buffer(
+                "running_var", _place(init.ones_((num_features,), dtype=dtype), device)
+            )
+            self.register_buffer(
+                "num_batches_tracked", _place(init.zeros_((), dtype=_count_dtype()), device)
             )
         else:
             self.register_buffer("running_mean", None)
@@ -107,9 +112,11 @@ class _NormBase(Module):
         """Running mean to zeros, variance to ones, count to zero (in place, as torch)."""
         if self.track_running_stats and self.running_mean is not None:
             values = {
-                "running_mean": jnp.zeros_like(self.running_mean),
-                "running_var": jnp.ones_like(self.running_var),
-                "num_batches_tracked": jnp.zeros_like(self.num_batches_tracked),
+                "running_mean": init.zeros_(self.running_mean.shape, dtype=self.running_mean.dtype),
+                "running_var": init.ones_(self.running_var.shape, dtype=self.running_var.dtype),
+                "num_batches_tracked": init.zeros_(
+                    self.num_batches_tracked.shape, dtype=self.num_batches_tracked.dtype
+                ),
             }
             self._set_values(**values)
 
@@ -118,9 +125,9 @@ class _NormBase(Module):
         self.reset_running_stats()
         values = {}
         if self.weight is not None:
-            values["weight"] = jnp.ones_like(self.weight)
+            values["weight"] = init.ones_(self.weight.shape, dtype=self.weight.dtype)
         if self.bias is not None:
-            values["bias"] = jnp.zeros_like(self.bias)
+            values["bias"] = init.zeros_(self.bias.shape, dtype=self.bias.dtype)
         self._set_values(**values)
 
     def _check_input_dim(self, input: jax.Array) -> None:
@@ -327,9 +334,11 @@ class LayerNorm(Module):
         self.elementwise_affine = elementwise_affine
         dtype = jnp.float32 if dtype is None else dtype
         if elementwise_affine:
-            self.weight = Parameter(_place(jnp.ones(self.normalized_shape, dtype), device))
+            self.weight = Parameter(_place(init.ones_(self.normalized_shape, dtype=dtype), device))
             if bias:
-                self.bias = Parameter(_place(jnp.zeros(self.normalized_shape, dtype), device))
+                self.bias = Parameter(
+                    _place(init.zeros_(self.normalized_shape, dtype=dtype), device)
+                )
             else:
                 self.register_parameter("bias", None)
         else:
@@ -340,9 +349,9 @@ class LayerNorm(Module):
         """``weight`` to ones and ``bias`` to zeros (in place, as torch)."""
         values = {}
         if self.weight is not None:
-            values["weight"] = jnp.ones_like(self.weight)
+            values["weight"] = init.ones_(self.weight.shape, dtype=self.weight.dtype)
         if self.bias is not None:
-            values["bias"] = jnp.zeros_like(self.bias)
+            values["bias"] = init.zeros_(self.bias.shape, dtype=self.bias.dtype)
         self._set_values(**values)
 
     def forward(self, input: jax.Array) -> jax.Array:
@@ -388,9 +397,9 @@ class GroupNorm(Module):
         self.affine = affine
         dtype = jnp.float32 if dtype is None else dtype
         if affine:
-            self.weight = Parameter(_place(jnp.ones((num_channels,), dtype), device))
+            self.weight = Parameter(_place(init.ones_((num_channels,), dtype=dtype), device))
             if bias:
-                self.bias = Parameter(_place(jnp.zeros((num_channels,), dtype), device))
+                self.bias = Parameter(_place(init.zeros_((num_channels,), dtype=dtype), device))
             else:
                 self.register_parameter("bias", None)
         else:
@@ -433,14 +442,14 @@ class RMSNorm(Module):
         self.elementwise_affine = elementwise_affine
         dtype = jnp.float32 if dtype is None else dtype
         if elementwise_affine:
-            self.weight = Parameter(_place(jnp.ones(self.normalized_shape, dtype), device))
+            self.weight = Parameter(_place(init.ones_(self.normalized_shape, dtype=dtype), device))
         else:
             self.register_parameter("weight", None)
 
     def reset_parameters(self) -> None:
         """``weight`` to ones (in place, as torch)."""
         if self.weight is not None:
-            self._set_values(weight=jnp.ones_like(self.weight))
+            self._set_values(weight=init.ones_(self.weight.shape, dtype=self.weight.dtype))
 
     def forward(self, x: jax.Array) -> jax.Array:
         return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)

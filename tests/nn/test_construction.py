@@ -66,6 +66,17 @@ def _model(keys: list[Any], dtype: Any = None) -> nn.Module:
         nn.ConvTranspose3d(2, 3, 2, key=keys[5], **kw),
         nn.ModuleList([nn.Linear(13, 17, key=keys[6], **kw), nn.ReLU()]),
         nn.Linear(19, 23, bias=False, key=keys[7], **kw),
+        # The normalisation and dropout layers: ones, zeros and counters, no random numbers.
+        nn.BatchNorm1d(29, **kw),
+        nn.BatchNorm2d(31, momentum=None, **kw),
+        nn.BatchNorm3d(37, affine=False, **kw),
+        nn.InstanceNorm2d(41, affine=True, track_running_stats=True, **kw),
+        nn.GroupNorm(3, 39, **kw),
+        nn.LayerNorm((43, 2), **kw),
+        nn.RMSNorm(47, **kw),
+        nn.LocalResponseNorm(3),
+        nn.Dropout(0.3),
+        nn.Dropout2d(0.1),
     )
 
 
