@@ -17,6 +17,7 @@ FIGURES = {
     "parameter_vs_array": ["parameter_vs_array.png"],
     "train_digits": ["train_digits_curves.png"],
     "train_digits_cnn": ["train_digits_cnn_curves.png"],
+    "train_digits_bn": ["train_digits_bn_curves.png"],
     "digits_autoencoder": ["digits_autoencoder.png", "digits_autoencoder_curves.png"],
 }
 
@@ -90,13 +91,20 @@ def test_parameter_vs_array_trains_only_the_parameter(capsys, tmp_path, saved_fi
     _assert_pngs(tmp_path, "parameter_vs_array", saved_figures)
 
 
-@pytest.mark.parametrize("name", ["train_digits", "train_digits_cnn"])
+@pytest.mark.parametrize("name", ["train_digits", "train_digits_cnn", "train_digits_bn"])
 def test_digits_classifier_examples_run_a_few_batches(name, tmp_path, saved_figures):
     example = _load(name)
     history = example.main(epochs=2, max_batches=3, out=str(tmp_path))
     assert len(history["test_acc"]) == 2
     assert all(0.0 <= acc <= 1.0 for acc in history["test_acc"])
     _assert_pngs(tmp_path, name, saved_figures)
+
+
+def test_bn_example_carries_the_running_statistics_out_of_the_jitted_step(capsys, tmp_path):
+    """Each of the 2 x 3 jitted steps counted its batch in the model it returned."""
+    example = _load("train_digits_bn")
+    example.main(epochs=2, max_batches=3, out=str(tmp_path))
+    assert "batches tracked by the first BatchNorm: 6\n" in capsys.readouterr().out
 
 
 def test_autoencoder_example_runs_a_few_batches(tmp_path, saved_figures):
