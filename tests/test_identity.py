@@ -278,6 +278,19 @@ def test_a_named_sharding_tree_from_one_model_places_another_on_eight_devices() 
             model, opt = step(model, optim.SGD(model.parameters(), lr=0.1), x, y)
         assert traces[0] == 1, traces
         assert model[0].weight.sharding.spec == P("x")
+        # Optimizer state is born with each parameter's sharding and keeps it through
+        # load_state_dict and a new lr: one compiled program from the first call on.
+        placed = jax.device_put(build(), shardings)
+        sgd = optim.SGD(placed.parameters(), lr=0.1, momentum=0.9)
+        assert sgd._momentum[sgd.param_groups[0]["params"][0].uid].sharding.spec == P("x")
+        placed, sgd = step(placed, sgd, x, y)  # a new structure (momentum): one new entry
+        entries = step._cache_size()
+        sgd.load_state_dict(sgd.state_dict())
+        sgd.param_groups[0]["lr"] = 0.05
+        for _ in range(2):
+            placed, sgd = step(placed, sgd, x, y)
+        assert step._cache_size() == entries, (entries, step._cache_size())
+        assert sgd._momentum[sgd.param_groups[0]["params"][0].uid].sharding.spec == P("x")
         # Re-initialising in place keeps each parameter's sharding (Linear and Conv alike).
         for layer in (nn.Linear(16, 32), nn.Conv2d(8, 16, 3)):
             layer = jax.device_put(layer, jax.tree.map(spec, layer))

@@ -467,7 +467,9 @@ class Optimizer:
                 # Keep shape, dtype and place, not the array: the optimizer must not pin the
                 # weights. A parameter not in any module yet is placed when it is first needed.
                 source = item
-                item = _shape_handle(item.uid, item.requires_grad, item.shape, item.dtype)
+                item = _shape_handle(
+                    item.uid, item.requires_grad, item.shape, item.dtype, _placement(item.data)
+                )
                 if not self._place(item, source):
                     self.__dict__.setdefault("_fp_unplaced", {})[item.uid] = source
             if not isinstance(item, Parameter):
@@ -676,7 +678,8 @@ class Optimizer:
         if new is None:
             new = self._pack_all(layout)
         if isinstance(new, np.ndarray):
-            new = jax.device_put(new)
+            placement = _replicated(p for g in self.param_groups for p in g["params"])
+            new = jax.device_put(new, placement) if placement is not None else jax.device_put(new)
         d["_fp_packed"] = new
         d.pop("_fp_stale", None)
         return new
@@ -1160,8 +1163,43 @@ def _some_keys(mapping: Mapping[Any, Any]) -> str:
     return repr(keys[:6])[:-1] + (", ...]" if len(keys) > 6 else "]")
 
 
-def _shape_handle(uid: int, requires_grad: bool, shape: Any, dtype: Any) -> Parameter:
-    return Parameter._handle(jax.ShapeDtypeStruct(shape, dtype), requires_grad, uid)
+def _shape_handle(
+    uid: int, requires_grad: bool, shape: Any, dtype: Any, sharding: Any = None
+) -> Parameter:
+    struct = jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+    return Parameter._handle(struct, requires_grad, uid)
+
+
+def _placement(array: Any) -> Any:
+    """The sharding of a parameter placed explicitly (committed), else None: optimizer state is
+    born where its parameter lives (DESIGN.md, rule 11), so a jitted step sees the same input
+    placement on its first call as on every later one."""
+    if isinstance(array, jax.Array) and not _is_tracer(array) and array.committed:
+        return array.sharding
+    return None
+
+
+def zeros_like_param(handle: Parameter) -> jax.Array:
+    """Zeros of a parameter's shape and dtype, on its placement; made on the host, so creating
+    optimizer state compiles nothing."""
+    zeros = np.zeros(handle.shape, handle.dtype)
+    sharding = getattr(handle.data, "sharding", None)
+    return jax.device_put(zeros, sharding) if sharding is not None else jax.device_put(zeros)
+
+
+def _replicated(handles: Any) -> Any:
+    """Where the packed hyperparameters go: replicated over the first placed parameter's devices
+    (None when no parameter was placed explicitly)."""
+    for handle in handles:
+        sharding = getattr(handle.data, "sharding", None)
+        if sharding is not None:
+            if isinstance(sharding, jax.sharding.NamedSharding):
+                return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+            devices = sorted(sharding.device_set, key=lambda d: d.id)
+            if len(devices) == 1:
+                return jax.sharding.SingleDeviceSharding(devices[0])
+            return None
+    return None
 
 
 def _scalar(value: Any) -> Any:

@@ -18,7 +18,13 @@ from fparam.optim._errors import (
     LOAD_UNKNOWN_PARAMETER,
     LOAD_UNKNOWN_STATE_KEY,
 )
-from fparam.optim.optimizer import Optimizer, ParamGroup, _check_hyperparameter, _scalar
+from fparam.optim.optimizer import (
+    Optimizer,
+    ParamGroup,
+    _check_hyperparameter,
+    _scalar,
+    zeros_like_param,
+)
 
 __all__ = ["SGD"]
 
@@ -209,7 +215,7 @@ class SGD(Optimizer):
         self.__dict__.pop("_fp_layout", None)  # the set of momentum groups is structure
         params = self.param_groups[group_index]["params"]
         for p in params:
-            self._momentum[p.uid] = jnp.zeros(p.shape, p.dtype)
+            self._momentum[p.uid] = zeros_like_param(p)
         self._initialized[group_index] = np.zeros((len(params),), bool)
         self._state_changed()
 
@@ -405,7 +411,9 @@ class SGD(Optimizer):
                 )
             # A copy: jnp.asarray(numpy, dtype=...) may alias the host buffer (a torch
             # tensor's memory), which would then change under the caller's feet.
-            buffers[handle.uid] = jnp.array(array, dtype=handle.dtype, copy=True)
+            buffer = jnp.array(array, dtype=handle.dtype, copy=True)
+            sharding = getattr(handle.data, "sharding", None)  # the parameter's placement
+            buffers[handle.uid] = buffer if sharding is None else jax.device_put(buffer, sharding)
             flags.setdefault(gi, np.zeros((len(self.param_groups[gi]["params"]),), bool))
             flags[gi][pi] = True
 
