@@ -152,7 +152,17 @@ def stateful(fun: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Calla
     """
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
 
+    if not callable(fun):
+        raise TypeError(f"stateful expects a function, got {type(fun).__name__}")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in nums):
+        raise TypeError(f"stateful's argnums must be ints, got {argnums!r}")
+
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if any(i >= len(args) or i < -len(args) for i in nums):
+            raise ValueError(
+                f"stateful(argnums={argnums!r}) needs the module argument(s) at those positions, "
+                f"but the function got {len(args)} positional argument(s)"
+            )
         given = _modules_of(args[i] for i in nums)
         copies = [jax.tree.map(lambda x: x, m) for m in given]
         new_args = list(args)

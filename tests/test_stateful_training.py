@@ -222,3 +222,17 @@ def test_a_torch_batchnorm_checkpoint_loads_as_is_and_back() -> None:
         np.testing.assert_array_equal(back.state_dict()[k].numpy(), v.numpy())
     twin = fparam.from_torch(tmodel.bn)
     assert isinstance(twin, nn.BatchNorm2d)
+
+
+def test_stateful_names_its_bad_arguments() -> None:
+    model = Net(p=0.0)
+    with pytest.raises(TypeError, match="expects a function"):
+        fparam.stateful(model.bn.running_mean)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="argnums must be ints"):
+        fparam.stateful(lambda m: m, argnums="0")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"argnums=2.*got 1 positional"):
+        fparam.stateful(lambda m: m, argnums=2)(model)
+    # Eagerly it updates in place, as torch's forward does.
+    x = jnp.asarray(batches(1)[0][0])
+    fparam.stateful(lambda m: m(x))(model)
+    assert int(model.bn.num_batches_tracked) == 1
