@@ -56,6 +56,7 @@ import numpy as np
 
 from fparam import _errors
 from fparam._dtypes import check_narrowing
+from fparam._trace import current_trace as _current_trace
 
 __all__ = ["Buffer", "Module", "Parameter", "StaticArrayWarning"]
 
@@ -638,22 +639,6 @@ def _uids(module: Module) -> dict[str, int]:
         if name not in uids:
             uids[name] = _next_uid()
     return uids  # type: ignore[no-any-return]
-
-
-try:  # JAX's current trace: how a mutation knows it runs inside a transformation
-    from jax._src import core as _jax_core
-
-    _EvalTrace = _jax_core.EvalTrace
-
-    def _current_trace() -> Any:
-        """The active JAX trace (jit, grad, vmap, scan, eval_shape...), or None at top level."""
-        trace = _jax_core.trace_ctx.trace
-        return None if isinstance(trace, _EvalTrace) else trace
-
-except (ImportError, AttributeError):  # pragma: no cover - a JAX without this internal
-
-    def _current_trace() -> Any:
-        return None
 
 
 # id(array) -> (array, module, name), all weak: which module slot a concrete parameter or buffer

@@ -66,7 +66,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax._src import core as _jax_core
+
+from fparam._trace import in_trace
 
 __all__ = [
     "HostKey",
@@ -186,12 +187,6 @@ def as_jax_key(key: Any) -> Any:
 
 # --------------------------------------------------------------------------------------------
 # Inspecting keys
-
-
-def in_trace() -> bool:
-    """Whether JAX is tracing (``jit``, ``vmap``, ``grad``, ``eval_shape``...) right now."""
-    # No public API says it; trace_state_clean has been in jax._src.core since 0.4.
-    return not _jax_core.trace_state_clean()
 
 
 def _is_threefry(key: Any) -> bool:
