@@ -50,6 +50,27 @@ def _place(array: jax.Array, device: Any) -> jax.Array:
     return array if device is None else jax.device_put(array, device)
 
 
+def _register_affine(
+    module: Module, shape: tuple[int, ...], weight: bool, bias: bool, dtype: Any, device: Any
+) -> None:
+    """torch's affine pair of the norm layers: ``weight`` (ones) and ``bias`` (zeros) of
+    ``shape``, each registered as ``None`` when absent."""
+    ones = Parameter(_place(init.ones_(shape, dtype=dtype), device)) if weight else None
+    zeros = Parameter(_place(init.zeros_(shape, dtype=dtype), device)) if weight and bias else None
+    module.register_parameter("weight", ones)
+    module.register_parameter("bias", zeros)
+
+
+def _reset_affine(module: Module) -> None:
+    """``weight`` to ones and ``bias`` to zeros, in place (placement kept), as torch."""
+    values = {
+        name: fill(value.shape, dtype=value.dtype)
+        for name, fill in (("weight", init.ones_), ("bias", init.zeros_))
+        if (value := getattr(module, name, None)) is not None
+    }
+    module._set_values(**values)
+
+
 def _count_dtype() -> Any:
     """torch's ``num_batches_tracked`` is int64; JAX gives int32 unless x64 is on."""
     return jax.dtypes.canonicalize_dtype(jnp.int64)
@@ -84,15 +105,7 @@ class _NormBase(Module):
         self.affine = affine
         self.track_running_stats = track_running_stats
         dtype = jnp.float32 if dtype is None else dtype
-        if affine:
-            self.weight = Parameter(_place(init.ones_((num_features,), dtype=dtype), device))
-            if bias:
-                self.bias = Parameter(_place(init.zeros_((num_features,), dtype=dtype), device))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, (num_features,), affine, bias, dtype, device)
         if track_running_stats:
             self.register_buffer(
                 "running_mean", _place(init.zeros_((num_features,), dtype=dtype), device)
@@ -123,12 +136,7 @@ class _NormBase(Module):
     def reset_parameters(self) -> None:
         """:meth:`reset_running_stats`, and ``weight`` to ones, ``bias`` to zeros."""
         self.reset_running_stats()
-        values = {}
-        if self.weight is not None:
-            values["weight"] = init.ones_(self.weight.shape, dtype=self.weight.dtype)
-        if self.bias is not None:
-            values["bias"] = init.zeros_(self.bias.shape, dtype=self.bias.dtype)
-        self._set_values(**values)
+        _reset_affine(self)
 
     def _check_input_dim(self, input: jax.Array) -> None:
         if input.ndim not in self._ranks:
@@ -333,26 +341,11 @@ class LayerNorm(Module):
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         dtype = jnp.float32 if dtype is None else dtype
-        if elementwise_affine:
-            self.weight = Parameter(_place(init.ones_(self.normalized_shape, dtype=dtype), device))
-            if bias:
-                self.bias = Parameter(
-                    _place(init.zeros_(self.normalized_shape, dtype=dtype), device)
-                )
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, self.normalized_shape, elementwise_affine, bias, dtype, device)
 
     def reset_parameters(self) -> None:
         """``weight`` to ones and ``bias`` to zeros (in place, as torch)."""
-        values = {}
-        if self.weight is not None:
-            values["weight"] = init.ones_(self.weight.shape, dtype=self.weight.dtype)
-        if self.bias is not None:
-            values["bias"] = init.zeros_(self.bias.shape, dtype=self.bias.dtype)
-        self._set_values(**values)
+        _reset_affine(self)
 
     def forward(self, input: jax.Array) -> jax.Array:
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -396,15 +389,7 @@ class GroupNorm(Module):
         self.eps = eps
         self.affine = affine
         dtype = jnp.float32 if dtype is None else dtype
-        if affine:
-            self.weight = Parameter(_place(init.ones_((num_channels,), dtype=dtype), device))
-            if bias:
-                self.bias = Parameter(_place(init.zeros_((num_channels,), dtype=dtype), device))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, (num_channels,), affine, bias, dtype, device)
 
     reset_parameters = LayerNorm.reset_parameters
 
@@ -448,8 +433,7 @@ class RMSNorm(Module):
 
     def reset_parameters(self) -> None:
         """``weight`` to ones (in place, as torch)."""
-        if self.weight is not None:
-            self._set_values(weight=init.ones_(self.weight.shape, dtype=self.weight.dtype))
+        _reset_affine(self)
 
     def forward(self, x: jax.Array) -> jax.Array:
         return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
