@@ -565,6 +565,8 @@ def test_torch_scheduler_state_loads_and_continues_like_torch(
     for _ in range(5):
         topt.step()
         theirs.step()
+    # As in torch, a recursive schedule continues from the optimizer's lrs: resume both.
+    opt.load_state_dict(topt.state_dict())
     ours.load_state_dict(theirs.state_dict())
     assert ours.last_epoch == 5 and callable(getattr(ours, "lr_lambdas", [len])[0])
     for _ in range(4):
