@@ -2,7 +2,7 @@
 
 from fparam import _torch_names
 from fparam._module import Buffer, Module, Parameter, StaticArrayWarning
-from fparam.nn import functional, init
+from fparam.nn import functional, init, utils
 from fparam.nn.activation import (
     ELU,
     GELU,
@@ -91,6 +91,7 @@ __all__ = [
     "Unflatten",
     "functional",
     "init",
+    "utils",
 ]
 
 __all__ += [
