@@ -1069,6 +1069,7 @@ class Module:
         self._check_mutable(f"set the data of parameter '{name}'")
         if _is_tracer(array):
             raise TypeError(_errors.TRACED_STATIC.format(name=name, cls=type(self).__name__))
+        self._keep_array_flag(name)
         requires_grad = dict(self._fp_layout.params)[name]
         if requires_grad and not _can_require_grad(array):
             raise RuntimeError(
@@ -1131,6 +1132,14 @@ class Module:
             return None
         requires_grad = self._array_flag(name, value, dict(d["_fp_layout"].params)[name])
         return Parameter._handle(value, requires_grad, _uids(self)[name], self, name)
+
+    def _keep_array_flag(self, name: str) -> None:
+        """Before parameter ``name``'s array is replaced: move a ``requires_grad`` written on
+        the old array into the module, or it would leave with the array (torch's
+        ``m.fc.bias.requires_grad = False`` then ``m.load_state_dict(sd)`` keeps the freeze)."""
+        layout = self.__dict__["_fp_layout"]
+        if layout.kind(name) == "param" and self.__dict__.get(name) is not None:
+            self._array_flag(name, self.__dict__[name], dict(layout.params)[name])
 
     def _array_flag(self, name: str, value: Any, requires_grad: bool) -> bool:
         """Honour torch's ``m.fc.weight.requires_grad = False`` written on the array itself.
@@ -1255,6 +1264,7 @@ class Module:
                 raise KeyError(f"'{name}' is not a parameter or buffer of {type(self).__name__}")
         for name, value in values.items():
             array = _to_jax(value, name)
+            self._keep_array_flag(name)
             old = self.__dict__[name]
             if (
                 isinstance(old, jax.Array)
@@ -1652,6 +1662,7 @@ class Module:
                 + "\n\t".join(errors)
             )
         for module, name, new in staged:
+            module._keep_array_flag(name)
             module.__dict__[name] = new
             _note_owner(new, module, name)
         return _IncompatibleKeys(missing, unexpected)

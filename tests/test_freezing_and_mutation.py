@@ -374,3 +374,24 @@ def test_manual_seed_is_unchanged_by_this_module() -> None:
     fparam.manual_seed(3)
     b = Net()
     np.testing.assert_array_equal(a.fc.weight, b.fc.weight)
+
+
+def test_a_freeze_written_on_the_array_survives_load_state_dict_and_reset() -> None:
+    """torch's fine-tuning order: freeze, then load the checkpoint, then build the optimizer."""
+    import torch
+
+    from fparam import nn as fnn
+
+    for replace in (
+        lambda m: m.load_state_dict(fnn.Linear(2, 3).state_dict()),
+        lambda m: m.reset_parameters(),
+        lambda m: setattr(next(iter(m.parameters())), "data", jnp.zeros((3, 2))),
+    ):
+        model = fnn.Linear(2, 3)
+        model.bias.requires_grad = False  # written on the jax.Array that `model.bias` reads
+        replace(model)
+        assert [p.requires_grad for p in model.parameters()] == [True, False]
+    twin = torch.nn.Linear(2, 3)
+    twin.bias.requires_grad = False
+    twin.load_state_dict(torch.nn.Linear(2, 3).state_dict())
+    assert [p.requires_grad for p in twin.parameters()] == [True, False]

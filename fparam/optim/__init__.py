@@ -2,10 +2,11 @@
 
 from fparam import _torch_names
 from fparam.optim import lr_scheduler
+from fparam.optim.optax_adapter import Optax
 from fparam.optim.optimizer import Optimizer
 from fparam.optim.sgd import SGD
 
-__all__ = ["SGD", "Optimizer", "lr_scheduler"]
+__all__ = ["SGD", "Optax", "Optimizer", "lr_scheduler"]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
 __getattr__ = _torch_names.missing_attribute_hook(__name__, "torch.optim", _torch_names.OPTIM)
