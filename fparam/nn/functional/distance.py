@@ -11,6 +11,7 @@ its norm clamped at ``eps`` first, as torch 2.x does, with the clamp invisible t
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from functools import partial
@@ -28,8 +29,8 @@ from fparam.nn.functional.shape import _wrap_dim
 __all__ = ["cosine_similarity", "normalize", "pairwise_distance", "pdist"]
 
 # torch's messages.
-_NOT_FLOAT = "{fn}(): argument '{name}' must be float, not {type}"
-_NOT_INT = "{fn}(): argument '{name}' must be int, not {type}"
+_NOT_FLOAT = "{fn}(): argument '{name}' (position {pos}) must be float, not {type}"
+_NOT_INT = "{fn}(): argument '{name}' (position {pos}) must be int, not {type}"
 _COMMON_DTYPE = "expected common dtype to be floating point, yet common dtype is {dtype}"
 _EPS_NEGATIVE = "eps must be non-negative, got: {eps}"
 _PDIST_RANK = "pdist only supports 2D tensors, got: {rank}D"
@@ -44,24 +45,34 @@ _OUT = (
 )
 
 
-def _float(value: Any, fn: str, name: str) -> float:
+def _float(value: Any, fn: str, name: str, pos: int) -> float:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
-        raise TypeError(_NOT_FLOAT.format(fn=fn, name=name, type=type(value).__name__))
+        raise TypeError(_NOT_FLOAT.format(fn=fn, name=name, pos=pos, type=type(value).__name__))
     return float(value)
 
 
-def _int(value: Any, fn: str, name: str) -> int:
+def _int(value: Any, fn: str, name: str, pos: int) -> int:
     if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise TypeError(_NOT_INT.format(fn=fn, name=name, type=type(value).__name__))
+        raise TypeError(_NOT_INT.format(fn=fn, name=name, pos=pos, type=type(value).__name__))
     return operator.index(value)
 
 
+def _float_dtype(*arrays: jax.Array) -> Any:
+    """The common floating dtype (integers join a float as that float, like torch's promotion,
+    also under JAX's strict promotion mode); ``None`` when every input is an integer."""
+    floats = [a.dtype for a in arrays if jnp.issubdtype(a.dtype, jnp.inexact)]
+    return functools.reduce(jnp.promote_types, floats) if floats else None
+
+
 def _promote(*arrays: Any) -> list[jax.Array]:
-    """The inputs in their common floating dtype; integers join as float (torch's rule)."""
+    """The inputs in their common floating dtype; two integer inputs are refused (torch)."""
     xs = [jnp.asarray(a) for a in arrays]
-    common = jnp.result_type(*xs)
-    if not jnp.issubdtype(common, jnp.inexact):
-        raise RuntimeError(_COMMON_DTYPE.format(dtype=_dtype_name(common)))
+    common = _float_dtype(*xs)
+    if common is None:
+        given = [np.asarray(a).dtype if isinstance(a, np.ndarray) else x.dtype
+                 for a, x in zip(arrays, xs)]  # fmt: skip
+        name = _dtype_name(functools.reduce(np.promote_types, given))
+        raise RuntimeError(_COMMON_DTYPE.format(dtype=name))
     return [x.astype(common) for x in xs]
 
 
@@ -112,7 +123,7 @@ def _norm_jvp(
         # The maxima (minima) share the gradient equally; NaNs count as maxima, as in torch.
         a = jnp.abs(x)
         mask = (a == kept) | jnp.isnan(a)
-        count = jnp.sum(mask, axis=axis, keepdims=True)
+        count = jnp.sum(mask, axis=axis, keepdims=True).astype(x.dtype)
         grad = jnp.where(mask, jnp.sign(x), jnp.zeros((), x.dtype)) / count
     else:
         grad = _norm_grad(x, kept, p)
@@ -151,8 +162,8 @@ def cosine_similarity(x1: Any, x2: Any, dim: int = 1, eps: float = 1e-8) -> jax.
     """
     V.check_array("cosine_similarity()", "x1", x1)
     V.check_array("cosine_similarity()", "x2", x2)
-    dim = _int(dim, "cosine_similarity", "dim")
-    eps = _float(eps, "cosine_similarity", "eps")
+    dim = _int(dim, "cosine_similarity", "dim", 3)
+    eps = _float(eps, "cosine_similarity", "eps", 4)
     if eps < 0:
         raise RuntimeError(_EPS_NEGATIVE.format(eps=f"{eps:g}"))
     a, b = _promote(x1, x2)
@@ -191,10 +202,12 @@ def pairwise_distance(
     """
     V.check_array("pairwise_distance()", "x1", x1)
     V.check_array("pairwise_distance()", "x2", x2)
-    p = _float(p, "pairwise_distance", "p")
-    eps = _float(eps, "pairwise_distance", "eps")
+    p = _float(p, "pairwise_distance", "p", 3)
+    eps = _float(eps, "pairwise_distance", "eps", 4)
     a, b = jnp.asarray(x1), jnp.asarray(x2)
-    _broadcast_shape(a.shape, b.shape)
+    shape = _broadcast_shape(a.shape, b.shape)
+    dtype = _float_dtype(a, b) or jnp.dtype(jnp.float32)  # integers: torch's default float
+    a, b = jnp.broadcast_to(a.astype(dtype), shape), jnp.broadcast_to(b.astype(dtype), shape)
     diff = a - b + eps
     if diff.ndim == 0:
         return _vector_norm(diff, p, (0,), keepdim)
@@ -219,7 +232,7 @@ def pdist(input: Any, p: float = 2.0) -> jax.Array:
         RuntimeError: not 2-D, not floating, or ``p < 0`` (torch's messages).
     """
     V.check_array("pdist()", "input", input)
-    p = _float(p, "pdist", "p")
+    p = _float(p, "pdist", "p", 2)
     x = jnp.asarray(input)
     if x.ndim != 2:
         raise RuntimeError(_PDIST_RANK.format(rank=x.ndim))
@@ -251,13 +264,14 @@ def normalize(
     V.check_array("normalize()", "input", input)
     if out is not None:
         raise TypeError(_OUT.format(type=type(out).__name__))
-    p = _float(p, "normalize", "p")
-    eps = _float(eps, "normalize", "eps")
+    p = _float(p, "normalize", "p", 2)
+    eps = _float(eps, "normalize", "eps", 4)
     x = jnp.asarray(input)
     if not jnp.issubdtype(x.dtype, jnp.inexact):
-        raise RuntimeError(_NORM_DTYPE.format(dtype=_dtype_name(x.dtype)))
+        given = input.dtype if isinstance(input, np.ndarray) else x.dtype
+        raise RuntimeError(_NORM_DTYPE.format(dtype=_dtype_name(given)))
     dims = dim if isinstance(dim, (tuple, list)) else (dim,)
-    axes = tuple(sorted({_wrap_dim(_int(d, "normalize", "dim"), x.ndim) for d in dims}))
+    axes = tuple(sorted({_wrap_dim(_int(d, "normalize", "dim", 3), x.ndim) for d in dims}))
     if x.ndim == 0:
         norm = _vector_norm(x, p, (0,), False)
     else:
