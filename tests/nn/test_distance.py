@@ -73,7 +73,7 @@ def _broadcast_pair(r: random.Random, rank: int) -> tuple[tuple[int, ...], tuple
 P_VALUES = [2.0, 1.0, 3.0, 0.5, math.inf, -math.inf, 0.0, -1.0, 1.5]
 
 
-@pytest.mark.parametrize("case", range(12))
+@pytest.mark.parametrize("case", range(8))
 def test_cosine_similarity_matches_torch(case: int) -> None:
     r = random.Random(case)
     rank = r.randint(1, 4)
@@ -94,7 +94,7 @@ def test_cosine_similarity_matches_torch(case: int) -> None:
         _compare(nn.CosineSimilarity(dim, eps), torch.nn.CosineSimilarity(dim, eps), [x1, x2], case)
 
 
-@pytest.mark.parametrize("case", range(12))
+@pytest.mark.parametrize("case", range(9))
 def test_pairwise_distance_matches_torch(case: int) -> None:
     r = random.Random(100 + case)
     p = P_VALUES[case % len(P_VALUES)]
@@ -148,7 +148,7 @@ def test_pdist_matches_torch(case: int) -> None:
     _compare(lambda u: F.pdist(u, p), lambda u: TF.pdist(u, p), [x], case)
 
 
-@pytest.mark.parametrize("case", range(10))
+@pytest.mark.parametrize("case", range(9))
 def test_normalize_matches_torch(case: int) -> None:
     r = random.Random(200 + case)
     p = P_VALUES[case % len(P_VALUES)]
@@ -231,7 +231,7 @@ def test_integer_inputs_join_a_float_input_as_in_torch() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("case", range(6))
 def test_bilinear_matches_torch_with_parameter_gradients(case: int) -> None:
     r = random.Random(300 + case)
     in1, in2, out = r.randint(1, 4), r.randint(0, 4), r.randint(0, 3)

@@ -108,9 +108,9 @@ def _pad_grid(seed: int, count: int) -> list[tuple[str, tuple[int, ...], list[in
     return cases
 
 
-@pytest.mark.parametrize("case", range(48))
+@pytest.mark.parametrize("case", range(36))
 def test_pad_matches_torch_on_a_random_grid(case: int) -> None:
-    mode, shape, pads = _pad_grid(11, 48)[case]
+    mode, shape, pads = _pad_grid(11, 36)[case]
     value = 1.5 if mode == "constant" else None
     x = _rand(np.random.default_rng(case), shape)
     try:
@@ -127,7 +127,7 @@ def test_pad_matches_torch_on_a_random_grid(case: int) -> None:
 def test_pad_grid_covers_valid_and_invalid_cases_of_every_mode() -> None:
     """The random grid above is not all errors (or all successes) for any mode."""
     outcomes: dict[str, set[bool]] = {m: set() for m in MODES}
-    for mode, shape, pads in _pad_grid(11, 48):
+    for mode, shape, pads in _pad_grid(11, 36):
         try:
             TF.pad(torch.zeros(shape), pads, mode=mode)
             outcomes[mode].add(True)
@@ -210,9 +210,9 @@ def _build(name: str, padding: Any, lib: Any) -> Any:
     return getattr(lib, name)(padding)
 
 
-@pytest.mark.parametrize("case", range(30))
+@pytest.mark.parametrize("case", range(20))
 def test_padding_layers_match_torch(case: int) -> None:
-    name, padding, shape = _layer_grid(5, 30)[case]
+    name, padding, shape = _layer_grid(5, 20)[case]
     t = _build(name, padding, torch.nn)
     m = _build(name, padding, nn)
     assert repr(m) == repr(t)
@@ -223,7 +223,7 @@ def test_padding_layers_match_torch(case: int) -> None:
 
 
 def test_every_padding_layer_class_is_in_the_grid() -> None:
-    names = {name for name, _, _ in _layer_grid(5, 30)}
+    names = {name for name, _, _ in _layer_grid(5, 20)}
     assert names == {f"{family}{n}d" for family in FAMILIES for n in (1, 2, 3)}
 
 
