@@ -25,8 +25,10 @@ import fparam
 from fparam import nn
 from fparam.nn import functional as F
 
-# Max abs errors measured over these grids (float32, values up to ~10): outputs 9.5e-7, input
-# gradients 1.9e-6, Bilinear's parameter gradients 3.8e-6 (sums over the batch).
+# Measured over these grids (float32, CPU, recording |fparam - torch| at every comparison):
+# max abs error 1.9e-6 at magnitudes up to ~26 (normalize), 9.5e-7 for Bilinear's parameter
+# gradients; where a zero vector makes the gradient ~1/eps (up to 1e12), the error stays at a
+# relative 1e-7, which rtol carries. Tolerances: ~5x the absolute maximum.
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
