@@ -180,4 +180,4 @@ def bilinear(
             raise RuntimeError(_BILINEAR_SIZE.format(what="bias", got=b.shape[0], want=out))
     # (x1 W) first: (*, out, in2), then contracted with x2, as one einsum.
     y = jnp.einsum("...i,oij,...j->...o", x1, w, x2)
-    return y if b is None else y + b
+    return y if b is None else y + jnp.broadcast_to(b, y.shape)
