@@ -131,6 +131,29 @@ _BUILDERS.update(
     }
 )
 
+# Padding, rearranging, distance layers and Bilinear.
+for _n in (1, 2, 3):
+    for _family in ("ZeroPad", "ReflectionPad", "ReplicationPad", "CircularPad"):
+        _BUILDERS[f"{_family}{_n}d"] = lambda nn, m: getattr(nn, type(m).__name__)(m.padding)
+    _BUILDERS[f"ConstantPad{_n}d"] = lambda nn, m: getattr(nn, type(m).__name__)(m.padding, m.value)
+_BUILDERS.update(
+    {
+        "PixelShuffle": lambda nn, m: nn.PixelShuffle(m.upscale_factor),
+        "PixelUnshuffle": lambda nn, m: nn.PixelUnshuffle(m.downscale_factor),
+        "ChannelShuffle": lambda nn, m: nn.ChannelShuffle(m.groups),
+        "Fold": lambda nn, m: nn.Fold(
+            m.output_size, m.kernel_size, m.dilation, m.padding, m.stride
+        ),
+        "Unfold": lambda nn, m: nn.Unfold(m.kernel_size, m.dilation, m.padding, m.stride),
+        "CosineSimilarity": lambda nn, m: nn.CosineSimilarity(m.dim, m.eps),
+        "PairwiseDistance": lambda nn, m: nn.PairwiseDistance(m.norm, m.eps, m.keepdim),
+        "Softmax2d": lambda nn, m: nn.Softmax2d(),
+        "Bilinear": lambda nn, m: nn.Bilinear(
+            m.in1_features, m.in2_features, m.out_features, bias=m.bias is not None
+        ),
+    }
+)
+
 _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 
 # What a torch module can carry that changes its outputs or its state_dict and that an fparam

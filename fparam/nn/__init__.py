@@ -12,6 +12,7 @@ from fparam.nn.activation import (
     Sigmoid,
     SiLU,
     Softmax,
+    Softmax2d,
     Tanh,
 )
 from fparam.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
@@ -23,6 +24,7 @@ from fparam.nn.conv import (
     ConvTranspose2d,
     ConvTranspose3d,
 )
+from fparam.nn.distance import CosineSimilarity, PairwiseDistance
 from fparam.nn.dropout import (
     AlphaDropout,
     Dropout,
@@ -32,7 +34,8 @@ from fparam.nn.dropout import (
     FeatureAlphaDropout,
 )
 from fparam.nn.flatten import Flatten, Unflatten
-from fparam.nn.linear import Identity, Linear
+from fparam.nn.fold import Fold, Unfold
+from fparam.nn.linear import Bilinear, Identity, Linear
 from fparam.nn.loss import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -53,6 +56,24 @@ from fparam.nn.normalization import (
     LocalResponseNorm,
     RMSNorm,
 )
+from fparam.nn.padding import (
+    CircularPad1d,
+    CircularPad2d,
+    CircularPad3d,
+    ConstantPad1d,
+    ConstantPad2d,
+    ConstantPad3d,
+    ReflectionPad1d,
+    ReflectionPad2d,
+    ReflectionPad3d,
+    ReplicationPad1d,
+    ReplicationPad2d,
+    ReplicationPad3d,
+    ZeroPad1d,
+    ZeroPad2d,
+    ZeroPad3d,
+)
+from fparam.nn.pixelshuffle import ChannelShuffle, PixelShuffle, PixelUnshuffle
 
 __all__ = [
     "ELU",
@@ -111,6 +132,33 @@ __all__ += [
     "LayerNorm",
     "LocalResponseNorm",
     "RMSNorm",
+]
+
+__all__ += [
+    "Bilinear",
+    "ChannelShuffle",
+    "CircularPad1d",
+    "CircularPad2d",
+    "CircularPad3d",
+    "ConstantPad1d",
+    "ConstantPad2d",
+    "ConstantPad3d",
+    "CosineSimilarity",
+    "Fold",
+    "PairwiseDistance",
+    "PixelShuffle",
+    "PixelUnshuffle",
+    "ReflectionPad1d",
+    "ReflectionPad2d",
+    "ReflectionPad3d",
+    "ReplicationPad1d",
+    "ReplicationPad2d",
+    "ReplicationPad3d",
+    "Softmax2d",
+    "Unfold",
+    "ZeroPad1d",
+    "ZeroPad2d",
+    "ZeroPad3d",
 ]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".

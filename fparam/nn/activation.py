@@ -132,3 +132,22 @@ class LogSoftmax(Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+__all__ += ["Softmax2d"]
+
+_SOFTMAX2D_RANK = "Softmax2d: expected input to be 3D or 4D, got {rank}D instead"
+
+
+class Softmax2d(Module):
+    """Softmax over the channels (dim -3) at every position, like ``torch.nn.Softmax2d``.
+
+    Input ``(N, C, H, W)`` or unbatched ``(C, H, W)``; any other rank raises torch's
+    ``ValueError``.
+    """
+
+    def forward(self, input: jax.Array) -> jax.Array:
+        rank = jax.numpy.ndim(input)
+        if rank not in (3, 4):
+            raise ValueError(_SOFTMAX2D_RANK.format(rank=rank))
+        return F.softmax(input, -3)

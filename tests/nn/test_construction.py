@@ -77,6 +77,7 @@ def _model(keys: list[Any], dtype: Any = None) -> nn.Module:
         nn.LocalResponseNorm(3),
         nn.Dropout(0.3),
         nn.Dropout2d(0.1),
+        nn.Bilinear(5, 7, 3, key=keys[6], **kw),  # (shares Linear's key: any key will do)
     )
 
 

@@ -22,7 +22,12 @@ from fparam.nn.functional.conv import (
     conv_transpose1d,
     conv_transpose2d,
     conv_transpose3d,
-    pad,
+)
+from fparam.nn.functional.distance import (
+    cosine_similarity,
+    normalize,
+    pairwise_distance,
+    pdist,
 )
 from fparam.nn.functional.dropout import (
     alpha_dropout,
@@ -32,7 +37,7 @@ from fparam.nn.functional.dropout import (
     dropout3d,
     feature_alpha_dropout,
 )
-from fparam.nn.functional.linear import linear
+from fparam.nn.functional.linear import bilinear, linear
 from fparam.nn.functional.loss import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -51,7 +56,16 @@ from fparam.nn.functional.normalization import (
     local_response_norm,
     rms_norm,
 )
+from fparam.nn.functional.padding import pad
 from fparam.nn.functional.shape import flatten, unflatten
+from fparam.nn.functional.vision import (
+    channel_shuffle,
+    fold,
+    native_channel_shuffle,
+    pixel_shuffle,
+    pixel_unshuffle,
+    unfold,
+)
 
 __all__ = [
     "conv1d",
@@ -99,6 +113,20 @@ __all__ += [
     "layer_norm",
     "local_response_norm",
     "rms_norm",
+]
+
+__all__ += [
+    "bilinear",
+    "channel_shuffle",
+    "cosine_similarity",
+    "fold",
+    "native_channel_shuffle",
+    "normalize",
+    "pairwise_distance",
+    "pdist",
+    "pixel_shuffle",
+    "pixel_unshuffle",
+    "unfold",
 ]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".

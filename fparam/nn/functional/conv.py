@@ -1,4 +1,4 @@
-"""Convolutions and padding as pure JAX functions, with torch.nn.functional's semantics.
+"""Convolutions as pure JAX functions, with torch.nn.functional's semantics.
 
 Everything here mirrors ``torch.nn.functional`` (see ``reference/torch-semantics.md`` §3): the
 signatures (including ``conv_transpose*``'s positional order), the NC[D]HW input and OI[D]HW /
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from fparam.nn import _validation as V
+from fparam.nn.functional.padding import pad
 
 __all__ = [
     "conv1d",
@@ -108,7 +108,6 @@ _OUTPUT_TOO_SMALL = (
     "Output size is too small"
 )
 _DTYPE_MISMATCH = "Input type ({input}) and {what} type ({other}) should be the same"
-_PAD_NOT_SEQUENCE = "pad(): argument 'pad' must be tuple of ints, not {type}"
 _OUTPUT_SIZE_NOT_INT = (
     "output_size must be a sequence of ints, but found element of type {type} at pos {pos}"
 )
@@ -120,39 +119,8 @@ _OUTPUT_SIZE_RANGE = (
     "(for an input of {input})"
 )
 
-_PAD_ODD = "Padding length must be divisible by 2"
-_PAD_TOO_LONG = (
-    "Padding length should be less than or equal to two times the input dimension but got "
-    "padding length {length} and input of dimension {rank}"
-)
-_PAD_MODE = "Unrecognised padding mode {mode}"
-_PAD_VALUE = 'Padding mode "{mode}" doesn\'t take in value argument'
-_PAD_UNSUPPORTED_RANK = (
-    "Padding size {length} is not supported for {rank}D input tensor.\n"
-    "Supported combinations for non-constant padding:\n"
-    "  - 2D or 3D input: padding size = 2 (pads last dimension)\n"
-    "  - 3D or 4D input: padding size = 4 (pads last 2 dimensions)\n"
-    "  - 4D or 5D input: padding size = 6 (pads last 3 dimensions)"
-)
-_PAD_EMPTY_DIMS = (
-    "Expected {unbatched}D or {batched}D (batch mode) tensor with possibly 0 batch size and other "
-    "non-zero dimensions for input, but got: {shape}"
-)
-_PAD_REFLECT_TOO_BIG = (
-    "Argument #{arg}: Padding size should be less than the corresponding input dimension, but "
-    "got: padding ({lo}, {hi}) at dimension {dim} of input {shape}"
-)
-_PAD_OUTPUT_TOO_SMALL = "input ({input}) is too small. Calculated output {output}"
-_PAD_CIRCULAR_WRAP = "Padding value causes wrapping around more than once."
-_PAD_CIRCULAR_EMPTY = "Negative padding value is resulting in an empty dimension"
-_PAD_CONSTANT_NEGATIVE = (
-    "negative padding ({lo}, {hi}) at dimension {dim} of input {shape} would give a negative "
-    "size ({size})"
-)
-
 _DIM_NAMES = {1: ("width",), 2: ("height", "width"), 3: ("depth", "height", "width")}
 _LAYOUTS = {1: "OIW", 2: "OIHW", 3: "OIDHW"}
-_PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -1160,124 +1128,3 @@ def conv_padding_mode_forward(
         raise RuntimeError(_INVALID_PADDING_STRING.format(padding=padding))
     pads = reversed_padding_repeated_twice(padding, weight.shape[2:], dilation)
     return conv(pad(input, pads, mode=padding_mode), weight, bias, stride, 0, dilation, groups)
-
-
-# --------------------------------------------------------------------------------------------
-# Padding.
-# --------------------------------------------------------------------------------------------
-
-
-def pad(
-    input: Any, pad: Sequence[int], mode: str = "constant", value: float | None = 0.0
-) -> jax.Array:
-    """Pads an array, like ``torch.nn.functional.pad``.
-
-    ``pad`` lists ``(lo, hi)`` pairs starting from the **last** dimension:
-    ``(left, right)`` pads the last dim, ``(left, right, top, bottom)`` the last two, and so on.
-
-    Arguments:
-        input: any array.
-        pad: an even-length sequence of ints, at most ``2 * input.ndim`` long.
-        mode: ``'constant'`` (any rank; negative pads crop), ``'reflect'`` (mirror without
-            repeating the edge; each pad must be smaller than the dim), ``'replicate'`` (repeat
-            the edge; any size) or ``'circular'`` (wrap around; negative pads crop first, then each
-            pad may be at most the remaining size). The non-constant modes pad the last 1, 2 or 3
-            dims of a batched or unbatched input: a pad of length ``2k`` needs a ``(k+1)``-D or
-            ``(k+2)``-D input. They map onto ``jnp.pad``'s ``reflect``, ``edge`` and ``wrap``.
-        value: the fill value for ``'constant'`` (``None`` means 0); the other modes accept
-            only 0 or ``None``.
-
-    Returns:
-        The padded array, in the input's dtype.
-
-    Raises:
-        RuntimeError / NotImplementedError / TypeError: where torch raises them, with torch's
-        messages.
-    """
-    V.check_array("pad()", "input", input)
-    if not isinstance(pad, (tuple, list)):  # torch's TypeError ('NoneType' is not iterable)
-        raise TypeError(_PAD_NOT_SEQUENCE.format(type=type(pad).__name__))
-    if value is not None:
-        V.check_number("pad()", "value", value)
-    x = jnp.asarray(input)
-    if mode not in _PAD_MODES:
-        raise NotImplementedError(_PAD_MODE.format(mode=mode))
-    pads = tuple(_as_int(p, "pad", "pad", i) for i, p in enumerate(pad))
-    if len(pads) % 2:
-        raise RuntimeError(_PAD_ODD)
-    if len(pads) > 2 * x.ndim:
-        raise RuntimeError(_PAD_TOO_LONG.format(length=len(pads), rank=x.ndim))
-    # pairs[i] pads dimension dims[i]; torch's pad order starts from the last dimension.
-    pairs = [(pads[2 * i], pads[2 * i + 1]) for i in range(len(pads) // 2)]
-    dims = [x.ndim - 1 - i for i in range(len(pairs))]
-
-    if mode == "constant":
-        config = [(0, 0, 0)] * x.ndim
-        for dim, (lo, hi) in zip(dims, pairs):
-            if x.shape[dim] + lo + hi < 0:
-                raise RuntimeError(
-                    _PAD_CONSTANT_NEGATIVE.format(
-                        lo=lo, hi=hi, dim=dim, shape=_shape(x.shape), size=x.shape[dim] + lo + hi
-                    )
-                )
-            config[dim] = (lo, hi, 0)
-        fill = jnp.asarray(0 if value is None else value, dtype=x.dtype)
-        return lax.pad(x, fill, config)
-
-    if value is not None and value != 0:
-        raise RuntimeError(_PAD_VALUE.format(mode=mode))
-    k = len(pairs)
-    if k not in (1, 2, 3) or x.ndim not in (k + 1, k + 2):
-        raise NotImplementedError(_PAD_UNSUPPORTED_RANK.format(length=len(pads), rank=x.ndim))
-
-    if mode == "circular":
-        # torch crops the negative pads first, then wraps around what is left.
-        start = [0] * x.ndim
-        stop = list(x.shape)
-        for dim, (lo, hi) in zip(dims, pairs):
-            if lo > x.shape[dim] or hi > x.shape[dim]:
-                raise RuntimeError(_PAD_CIRCULAR_WRAP)
-            start[dim], stop[dim] = max(-lo, 0), x.shape[dim] - max(-hi, 0)
-            if stop[dim] < start[dim]:
-                raise RuntimeError(_PAD_CIRCULAR_EMPTY)
-            if max(lo, 0) > stop[dim] - start[dim] or max(hi, 0) > stop[dim] - start[dim]:
-                raise RuntimeError(_PAD_CIRCULAR_WRAP)
-        x = lax.slice(x, start, stop)
-        widths = [(0, 0)] * x.ndim
-        for dim, (lo, hi) in zip(dims, pairs):
-            widths[dim] = (max(lo, 0), max(hi, 0))
-        return jnp.pad(x, widths, mode="wrap") if any(map(any, widths)) else x
-
-    # reflect / replicate: output position j reads input position j - lo, reflected or clamped
-    # into range; that is padding the positive parts, then cropping the negative ones.
-    if any(s == 0 for s in (x.shape[1:] if x.ndim == k + 2 else x.shape)):
-        raise RuntimeError(
-            _PAD_EMPTY_DIMS.format(unbatched=k + 1, batched=k + 2, shape=_shape(x.shape))
-        )
-    if mode == "reflect":
-        for i, (dim, (lo, hi)) in enumerate(zip(dims, pairs)):
-            if lo >= x.shape[dim] or hi >= x.shape[dim]:
-                raise RuntimeError(
-                    _PAD_REFLECT_TOO_BIG.format(
-                        arg=4 + 2 * i, lo=lo, hi=hi, dim=dim, shape=_shape(x.shape)
-                    )
-                )
-    names = _DIM_NAMES[k]
-    out_sizes = [x.shape[dim] + lo + hi for dim, (lo, hi) in zip(dims, pairs)]
-    # torch needs a non-empty output for 1-D padding; 2-D and 3-D padding may give empty dims.
-    if any(s < (1 if k == 1 else 0) for s in out_sizes):
-        in_desc = ", ".join(f"{nm[0].upper()}: {x.shape[d]}" for nm, d in zip(names, dims[::-1]))
-        out_desc = ", ".join(f"{nm[0].upper()}: {s}" for nm, s in zip(names, out_sizes[::-1]))
-        raise RuntimeError(_PAD_OUTPUT_TOO_SMALL.format(input=in_desc, output=out_desc))
-    widths = [(0, 0)] * x.ndim
-    start = [0] * x.ndim
-    stop = list(x.shape)
-    for dim, (lo, hi) in zip(dims, pairs):
-        widths[dim] = (max(lo, 0), max(hi, 0))
-        start[dim] = max(-lo, 0)
-        stop[dim] = x.shape[dim] + max(lo, 0) + max(hi, 0) - max(-hi, 0)
-    if any(map(any, widths)):
-        x = jnp.pad(x, widths, mode="reflect" if mode == "reflect" else "edge")
-    if any(start) or tuple(stop) != x.shape:
-        x = lax.slice(x, start, stop)
-    return x

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from fparam.nn import _validation as V
 
-__all__ = ["linear"]
+__all__ = ["bilinear", "linear"]
 
 _ZERO_DIM = "both arguments to linear need to be at least 1D, but they are {a}D and {b}D"
 _SHAPES = "mat1 and mat2 shapes cannot be multiplied ({m}x{k} and {k2}x{n})"
@@ -107,3 +107,77 @@ def linear(input: jax.Array, weight: jax.Array, bias: jax.Array | None = None) -
     if bias.dtype != y.dtype:
         raise RuntimeError(_BIAS_DTYPE.format(a=y.dtype, b=bias.dtype))
     return y + _broadcast_bias(bias, y.shape)
+
+
+# --------------------------------------------------------------------------------------------
+# bilinear
+# --------------------------------------------------------------------------------------------
+
+_BILINEAR_DTYPES = "All tensors must have the same dtype, got {names}"
+_BILINEAR_RANKS = "bilinear(): input dimensions do not match: got {a} and {b}"
+_BILINEAR_BATCH = "bilinear(): input batch dimensions do not match at dim {dim}: got {a} and {b}"
+_BILINEAR_SIZE = "bilinear(): {what} size does not match weight size: got {got} but expected {want}"
+_BILINEAR_NO_DIMS = "Dimension specified as -1 but tensor has no dimensions"
+_BILINEAR_WEIGHT_RANK = (
+    "bilinear(): weight must be 3-D (out_features, in1_features, in2_features), but got weight "
+    "of size {shape}"
+)
+_BILINEAR_BIAS_RANK = "bilinear(): bias must be 1-D (out_features,), but got bias of size {shape}"
+# torch's C++ dtype names, as its bilinear message prints them.
+_C_DTYPE_NAMES = {"float32": "float", "float64": "double", "float16": "c10::Half"}
+
+
+def bilinear(
+    input1: jax.Array, input2: jax.Array, weight: jax.Array, bias: jax.Array | None = None
+) -> jax.Array:
+    """``y[..., o] = sum_ij input1[..., i] * weight[o, i, j] * input2[..., j] + bias[o]``, like
+    ``torch.nn.functional.bilinear``.
+
+    The inputs have the same rank and the same leading (batch) dims, no broadcasting (torch's
+    rule); a 1-D pair gives a 1-D output. Checks and messages are torch's, in its order: dtypes,
+    ranks, batch dims, then the feature sizes against the weight.
+
+    **Arguments:**
+
+    - `input1`: ``(*, in1_features)``.
+    - `input2`: ``(*, in2_features)``, the same ``*``.
+    - `weight`: ``(out_features, in1_features, in2_features)``.
+    - `bias`: optional ``(out_features,)``.
+
+    **Returns:**
+
+    An array ``(*, out_features)`` in the inputs' dtype.
+    """
+    for name, value in (("input1", input1), ("input2", input2), ("weight", weight)):
+        V.check_array("bilinear()", name, value)
+    V.check_optional_array("bilinear()", "bias", bias)
+    x1, x2, w = jnp.asarray(input1), jnp.asarray(input2), jnp.asarray(weight)
+    b = None if bias is None else jnp.asarray(bias)
+    named = [("input1", x1), ("input2", x2), ("weight", w)] + ([] if b is None else [("bias", b)])
+    if len({a.dtype for _, a in named}) > 1:
+        names = ", ".join(
+            f"{n}: {_C_DTYPE_NAMES.get(a.dtype.name, a.dtype.name)}" for n, a in named
+        )
+        raise RuntimeError(_BILINEAR_DTYPES.format(names=names))
+    if x1.ndim != x2.ndim:
+        raise RuntimeError(_BILINEAR_RANKS.format(a=x1.ndim, b=x2.ndim))
+    for i in range(x1.ndim - 1):
+        if x1.shape[i] != x2.shape[i]:
+            raise RuntimeError(_BILINEAR_BATCH.format(dim=i, a=x1.shape[i], b=x2.shape[i]))
+    if x1.ndim == 0:
+        raise IndexError(_BILINEAR_NO_DIMS)
+    if w.ndim != 3:
+        raise RuntimeError(_BILINEAR_WEIGHT_RANK.format(shape=_sizes(w.shape)))
+    out, in1, in2 = w.shape
+    if x1.shape[-1] != in1:
+        raise RuntimeError(_BILINEAR_SIZE.format(what="input1", got=x1.shape[-1], want=in1))
+    if x2.shape[-1] != in2:
+        raise RuntimeError(_BILINEAR_SIZE.format(what="input2", got=x2.shape[-1], want=in2))
+    if b is not None:
+        if b.ndim != 1:
+            raise RuntimeError(_BILINEAR_BIAS_RANK.format(shape=_sizes(b.shape)))
+        if b.shape[0] != out:
+            raise RuntimeError(_BILINEAR_SIZE.format(what="bias", got=b.shape[0], want=out))
+    # (x1 W) first: (*, out, in2), then contracted with x2, as one einsum.
+    y = jnp.einsum("...i,oij,...j->...o", x1, w, x2)
+    return y if b is None else y + jnp.broadcast_to(b, y.shape)
