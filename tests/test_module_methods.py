@@ -120,8 +120,7 @@ def test_to_an_array_takes_its_dtype():
     t, m = _pair()
     with pytest.warns(UserWarning, match="discards the imaginary part"):
         m.to(jnp.zeros(2, jnp.float16))
-    with pytest.warns(UserWarning, match="discards the imaginary part"):
-        t.to(torch.zeros(2, dtype=torch.float16))
+    t.to(torch.zeros(2, dtype=torch.float16))  # torch warns once per process
     assert _dtypes(m) == _dtypes(t)
     with pytest.raises(TypeError, match="floating point or complex"):
         m.to(np.zeros(2, np.int32))
@@ -163,7 +162,7 @@ def test_nothing_is_half_applied_when_a_later_array_fails():
     m[2].register_parameter("scale", nn.Parameter(jnp.ones(2)))
     m[2].register_buffer("flag", jnp.ones(2, jnp.int32))
     before = {k: v for k, v in m.state_dict().items()}
-    with pytest.raises(RuntimeError, match="'2.scale'"):
+    with pytest.raises(RuntimeError, match=r"'2\.scale'"):
         m.type(jnp.int32)
     assert all(m.state_dict()[k] is v for k, v in before.items())
 
