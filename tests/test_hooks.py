@@ -74,7 +74,7 @@ def test_feature_extraction_matches_torch_eagerly_and_from_jit():
         return out, dict(mine)  # what the hooks collected while tracing, returned as outputs
 
     for _ in range(2):  # the second call runs the compiled program: no hook runs, same values
-        out, feats = features(m, X)
+        _, feats = features(m, X)
         for n in NAMES:
             np.testing.assert_allclose(feats[n], theirs[n].numpy(), rtol=1e-5, atol=1e-5)
     assert features._cache_size() == 1
@@ -82,13 +82,11 @@ def test_feature_extraction_matches_torch_eagerly_and_from_jit():
 
 def test_output_replacement_and_pre_hook_argument_replacement_match_torch():
     t, m = _models()
-    for model, lib in ((t, torch), (m, jnp)):
+    for model in (t, m):
         model.fc.register_forward_hook(lambda mod, args, out: out * 2 + 1)
         model.stem.register_forward_pre_hook(lambda mod, args: args[0] * 0.5)  # not a tuple
         model.layer1.register_forward_pre_hook(lambda mod, args: (args[0] + 1,))
-    np.testing.assert_allclose(
-        m(X), t(torch.from_numpy(X)).detach().numpy(), rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(m(X), t(torch.from_numpy(X)).detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_order_prepend_and_arguments_match_torch():
@@ -155,17 +153,21 @@ def test_always_call_runs_when_forward_raises_like_torch():
     for lib in (torch.nn, nn):
         lin = lib.Linear(3, 2)
         log = []
-        lin.register_forward_hook(lambda mod, args, out: log.append(("plain", out)))
-        lin.register_forward_hook(lambda mod, args, out: log.append(("always", out)), always_call=True)
+        lin.register_forward_hook(lambda mod, args, out, log=log: log.append(("plain", out)))
+        lin.register_forward_hook(
+            lambda mod, args, out, log=log: log.append(("always", out)), always_call=True
+        )
 
         def fails(mod, args, out):
             raise KeyError("hook failed")
 
         lin.register_forward_hook(fails, always_call=True)
         x = torch.ones(4, 5) if lib is torch.nn else jnp.ones((4, 5))  # wrong size: forward fails
-        with pytest.warns(UserWarning, match="always_call=True.*hook failed"):
-            with pytest.raises(Exception) as info:
-                lin(x)
+        with (
+            pytest.warns(UserWarning, match="always_call=True.*hook failed"),
+            pytest.raises(Exception) as info,
+        ):
+            lin(x)
         results.append((type(info.value), log))
     assert results[0][0] is results[1][0] is RuntimeError
     assert results[0][1] == results[1][1] == [("always", None)]
@@ -174,9 +176,9 @@ def test_always_call_runs_when_forward_raises_like_torch():
 def test_removal_and_handles():
     for model in _models():
         log = []
-        handle = model.fc.register_forward_hook(lambda mod, args, out: log.append(1))
+        handle = model.fc.register_forward_hook(lambda mod, args, out, log=log: log.append(1))
         x = torch.from_numpy(X) if isinstance(model, torch.nn.Module) else X
-        with model.stem.register_forward_hook(lambda mod, args, out: log.append(2)):
+        with model.stem.register_forward_hook(lambda mod, args, out, log=log: log.append(2)):
             model(x)
         model(x)
         handle.remove()
@@ -206,7 +208,7 @@ def test_hooks_survive_jit_copies_steps_and_state_dict_and_do_not_split_structur
     }
     m.train()
     opt = optim.SGD(m.parameters(), lr=0.1)
-    loss, grads = fparam.value_and_grad(lambda model: model(x).sum())(m)
+    _, grads = fparam.value_and_grad(lambda model: model(x).sum())(m)
     copies["opt.step"], _ = opt.step(m, grads)
     loaded = copy.deepcopy(m)
     loaded.load_state_dict(plain.state_dict())
@@ -252,7 +254,9 @@ def test_hooks_run_under_grad_and_vmap():
     m.fc.register_forward_hook(lambda mod, args, out: out * 2)
     x = jnp.asarray(X)
     g = fparam.grad(lambda model: model(x).sum())(m)
-    g_plain = fparam.grad(lambda model: model.fc.forward(model.layer1(model.stem(x)).mean((2, 3))).sum())(m)
+    g_plain = fparam.grad(
+        lambda model: model.fc.forward(model.layer1(model.stem(x)).mean((2, 3))).sum()
+    )(m)
     np.testing.assert_allclose(g.fc.bias, 2 * g_plain.fc.bias, rtol=1e-6)
     out = jax.vmap(lambda xi: m(xi[None])[0])(x)
     np.testing.assert_allclose(out, m(x), rtol=1e-5, atol=1e-5)
