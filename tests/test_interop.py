@@ -787,7 +787,7 @@ def test_into_reports_shapes_and_none() -> None:
 def test_into_bad_arguments() -> None:
     import jax
 
-    with pytest.raises(TypeError, match="into= expects an fparam nn.Module, got dict"):
+    with pytest.raises(TypeError, match=r"into= expects an fparam nn\.Module, got dict"):
         fparam.from_torch(tnn.Linear(2, 2), into={})
     with pytest.raises(TypeError, match=r"from_torch expects a torch\.nn\.Module"):
         fparam.from_torch(nn.Linear(2, 2), into=nn.Linear(2, 2))
