@@ -1457,6 +1457,8 @@ class Module:
     @staticmethod
     def _own_parameters(module: Module) -> Iterator[tuple[str, Any, Parameter]]:
         d = module.__dict__
+        if d.get("_fp_lazy"):
+            _refuse_unbuilt(module, "parameters() / build the optimizer")
         uids = _uids(module)
         for name, requires_grad in d["_fp_layout"].params:
             value = d[name]
@@ -1468,6 +1470,8 @@ class Module:
     @staticmethod
     def _own_buffers(module: Module) -> Iterator[tuple[str, Any, jax.Array]]:
         d = module.__dict__
+        if d.get("_fp_lazy"):
+            _refuse_unbuilt(module, "buffers()")
         for name, _ in d["_fp_layout"].buffers:
             value = d[name]
             if value is not None:
@@ -1708,6 +1712,8 @@ class Module:
             if metadata is not None:
                 metadata[module_prefix[:-1]] = {"version": 1}
             d = module.__dict__
+            if d.get("_fp_lazy"):
+                _refuse_unbuilt(module, "state_dict()")
             layout = d["_fp_layout"]
             for name, _ in layout.params:
                 value = d[name]
@@ -1742,6 +1748,24 @@ class Module:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
         self._check_mutable("call load_state_dict()")
+        # Unbuilt lazy layers are built from the checkpoint's shapes first (torch does it in a
+        # pre-hook); undone with everything else if the load fails.
+        root_name = type(self).__name__  # a lazy root's own name, as torch reports it
+        lazies = [(p, m) for p, m in self._subtree() if m.__dict__.get("_fp_lazy") is not None]
+        saved = [(m, type(m), dict(m.__dict__)) for _, m in lazies]
+        try:
+            for path, module in lazies:
+                module._fp_load_shapes(state_dict, path + "." if path else "")  # type: ignore[attr-defined]
+            return self._load_state_dict(state_dict, strict, assign, root_name)
+        except BaseException:
+            for module, cls, state in saved:
+                object.__setattr__(module, "__class__", cls)
+                object.__setattr__(module, "__dict__", state)
+            raise
+
+    def _load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool, assign: bool, root_name: str
+    ) -> _IncompatibleKeys:
         missing: list[str] = []
         unexpected: list[str] = []
         errors: list[str] = []
@@ -1752,6 +1776,8 @@ class Module:
             layout = d["_fp_layout"]
             local_names = [n for n, _ in layout.params if d[n] is not None]
             local_names += [n for n, p in layout.buffers if p and d[n] is not None]
+            # A lazy layer the checkpoint could not build: its placeholders are missing.
+            missing.extend(prefix + n for n in d.get("_fp_lazy") or () if prefix + n not in local)
             for name in local_names:
                 key = prefix + name
                 if key not in local:
@@ -1810,8 +1836,7 @@ class Module:
                 errors.insert(0, f"Missing key(s) in state_dict: {keys}. ")
         if errors:
             raise RuntimeError(
-                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
-                + "\n\t".join(errors)
+                f"Error(s) in loading state_dict for {root_name}:\n\t" + "\n\t".join(errors)
             )
         for module, name, new in staged:
             module.__dict__[name] = new
@@ -1844,6 +1869,13 @@ class Module:
 
 
 _register_pytree(Module)
+
+
+def _refuse_unbuilt(module: Module, what: str) -> None:
+    names = ", ".join(module.__dict__["_fp_lazy"])
+    raise RuntimeError(
+        _errors.LAZY_UNBUILT.format(cls=type(module).__name__, names=names, what=what)
+    )
 
 
 def _converted(array: Any, current: Any, assign: bool, key: str) -> tuple[str | None, Any]:
