@@ -184,6 +184,11 @@ _ENTRY = (
     "{path} ({cls}): entry {key!r} is a {type}, not a Parameter: torch keeps it as a plain "
     "entry, fparam would {fate}. Only Parameters and None/bool/int/float/str entries convert"
 )
+_LAZY = (
+    "{path} ({cls}): a torch lazy layer not built yet has no weights to copy. Call the torch "
+    "model once on an example input first (it then holds the plain layer), or use "
+    "fparam.nn.{cls}"
+)
 _BUILD_FAILED = "{path} ({cls}): cannot be rebuilt from its attributes: {error}"
 _SHAPE = (
     "{path}: torch's {kind} has shape {src}, but a {cls} with this configuration "
@@ -287,6 +292,10 @@ def _static_problems(torch: Any, module: Any) -> tuple[list[str], set[str]]:
             )
             base = type(sub).__bases__[0].__name__
             problems.append(_PARAMETRIZED.format(path=_shown(path), cls=base, names=names))
+            skipped.add(path)
+            continue
+        if _is_torch_builtin(sub) and cls.startswith("Lazy"):
+            problems.append(_LAZY.format(path=_shown(path), cls=cls))
             skipped.add(path)
             continue
         if not _is_torch_builtin(sub) or (cls not in _BUILDERS and cls not in _CONTAINERS):

@@ -807,3 +807,14 @@ def test_a_torch_hook_is_refused_with_the_fparam_spelling() -> None:
         fparam.from_torch(_with_forward_hook())
     assert "register an fparam version on the converted model" in str(info.value)
     assert "register_forward_hook" in str(info.value)
+
+
+def test_an_unbuilt_torch_lazy_layer_is_refused_and_a_built_one_converts() -> None:
+    model = tnn.Sequential(tnn.LazyLinear(3), tnn.ReLU())
+    with pytest.raises(TypeError, match=r"'0' \(LazyLinear\): a torch lazy layer not built yet"):
+        fparam.from_torch(model)
+    x = _random(2, 5)
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    twin = fparam.from_torch(model)
+    assert type(twin[0]) is nn.Linear
+    np.testing.assert_allclose(np.asarray(twin(x)), expected, rtol=1e-6, atol=1e-6)
