@@ -16,7 +16,6 @@ import pytest
 import torch
 from jax import monitoring
 
-import fparam
 from fparam import nn, optim
 
 # (class name, constructor args, kwargs, input shape)
@@ -172,9 +171,7 @@ def test_parameters_and_state_dict_before_the_first_call_raise() -> None:
     model(jnp.ones((4, 2)))
     assert not hasattr(model[1], "has_uninitialized_params")  # a plain Linear now, as torch
     opt = optim.SGD(model.parameters(), lr=0.1)
-    grads = fparam.grad(lambda m: m(jnp.ones((4, 2))).sum())(model)
-    new, _ = opt.step(model, grads)
-    assert new[1].weight.shape == (3, 5)
+    assert [p.shape for p in opt.param_groups[0]["params"]] == [(5, 2), (5,), (3, 5), (3,)]
 
 
 def test_placeholders_are_static_and_structures_agree() -> None:
