@@ -62,6 +62,9 @@ __all__ = ["Buffer", "Module", "Parameter", "StaticArrayWarning"]
 
 T = TypeVar("T", bound="Module")
 
+_PRE_HOOKS = _hooks.PRE_HOOKS
+_HOOKS = _hooks.HOOKS
+
 _LARGE_STATIC_BYTES = 1 << 20
 
 _uid_lock = threading.Lock()
@@ -847,7 +850,7 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         d = self.__dict__
-        if _hooks.PRE_HOOKS in d or _hooks.HOOKS in d:
+        if _PRE_HOOKS in d or _HOOKS in d:
             return _hooks.call(self, args, kwargs)
         return self.forward(*args, **kwargs)
 

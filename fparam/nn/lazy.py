@@ -164,7 +164,7 @@ def _become(module: Module, built: Module) -> None:
     object.__setattr__(module, "__class__", type(built))
     object.__setattr__(module, "__dict__", new)
     for name, value in kept.items():
-        if new.get(name, not value) is not value:
+        if name not in new or new[name] is not value:
             module._set_static(name, value)
     layout = new["_fp_layout"]
     for name in layout.leaf_names[: len(layout.params) + len(layout.buffers)]:
