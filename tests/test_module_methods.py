@@ -108,12 +108,23 @@ def test_devices():
         lambda: m.to(cpu),
         lambda: m.to(torch.device("cpu")),
         lambda: m.to(jax.sharding.SingleDeviceSharding(cpu)),
-        lambda: m.to(0),
         lambda: m.to(jax.device_put(jnp.zeros(1), cpu)),
     ):
         assert call() is m
         assert m[0].weight.devices() == {cpu} and m[0].weight.committed
         assert m[1].num_batches_tracked.committed
+
+
+def test_device_index_and_gpu():
+    _, m = _pair()
+    assert m.to(0) is m
+    assert m[0].weight.devices() == {jax.devices()[0]}
+    if jax.default_backend() == "gpu":
+        gpu = jax.devices("gpu")[0]
+        assert m.cpu().cuda() is m
+        assert m[0].weight.devices() == {gpu} and m[1].running_var.devices() == {gpu}
+        m.to("cuda:0", jnp.bfloat16)
+        assert m[0].weight.dtype == jnp.bfloat16 and m[0].weight.devices() == {gpu}
 
 
 def test_to_an_array_takes_its_dtype():

@@ -22,6 +22,8 @@ What differs from torch, and why:
   torch's way (the optimizer holds placeholders that fill in later) cannot work.
 * ``load_state_dict`` turns the layer into the plain one at once (torch waits for the next
   forward).
+* ``UninitializedParameter`` is not a ``Parameter`` subclass: it is a placeholder, never a
+  leaf, and ``isinstance(p, nn.Parameter)`` is false for it.
 """
 
 from __future__ import annotations
