@@ -135,6 +135,8 @@ def test_to_an_array_takes_its_dtype():
     assert _dtypes(m) == _dtypes(t)
     with pytest.raises(TypeError, match="floating point or complex"):
         m.to(np.zeros(2, np.int32))
+    assert m.to(torch.zeros(2, dtype=torch.bfloat16)) is m  # a torch tensor: dtype and device
+    assert m[0].weight.dtype == jnp.bfloat16 and m[0].weight.committed
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="needs a CPU-only machine")
