@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fparam import _errors, _hooks
+from fparam import _convert, _errors, _hooks
 from fparam._dtypes import check_narrowing
 from fparam._trace import current_trace as _current_trace
 
@@ -1621,8 +1621,6 @@ class Module:
         arrays. Plain array attributes (static state) are not moved, as torch does not move
         plain tensor attributes.
         """
-        from fparam import _convert
-
         device, dtype = _convert.parse_to(args, kwargs)
         target = None if dtype is None else _convert.inexact_only(dtype)
         _convert.convert(self, "to()", device, target)
@@ -1630,8 +1628,6 @@ class Module:
 
     def cpu(self: T) -> T:
         """``to('cpu')``: every parameter and buffer on JAX's first CPU device; returns self."""
-        from fparam import _convert
-
         _convert.convert(self, "cpu()", _convert.device_of("Module.cpu", "cpu"), None)
         return self
 
@@ -1639,8 +1635,6 @@ class Module:
         """Every parameter and buffer on a GPU (``device``: an index, ``'cuda:1'``, a
         ``jax.Device``; ``None`` for the first), in place; returns self. A machine without a
         GPU raises ``RuntimeError`` naming the devices JAX has."""
-        from fparam import _convert
-
         if device is None:
             device = "cuda"
         elif isinstance(device, (int, np.integer)) and not isinstance(device, bool):
@@ -1649,8 +1643,6 @@ class Module:
         return self
 
     def _cast_floating(self: T, method: str, dtype: Any) -> T:
-        from fparam import _convert
-
         target = _convert.dtype_of(f"Module.{method}", dtype)
         _convert.convert(self, f"{method}()", None, _convert.floating_only(target))
         return self
@@ -1679,8 +1671,6 @@ class Module:
         """Every parameter and buffer, integer ones included, to ``dst_type``, in place; returns
         self (torch's ``Module.type``). A parameter that requires gradients cannot become an
         integer array (``RuntimeError``, as torch)."""
-        from fparam import _convert
-
         target = _convert.dtype_of("Module.type", dst_type)
         _convert.convert(self, "type()", None, lambda current: target)
         return self
