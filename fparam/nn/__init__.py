@@ -35,6 +35,23 @@ from fparam.nn.dropout import (
 )
 from fparam.nn.flatten import Flatten, Unflatten
 from fparam.nn.fold import Fold, Unfold
+from fparam.nn.lazy import (
+    LazyBatchNorm1d,
+    LazyBatchNorm2d,
+    LazyBatchNorm3d,
+    LazyConv1d,
+    LazyConv2d,
+    LazyConv3d,
+    LazyConvTranspose1d,
+    LazyConvTranspose2d,
+    LazyConvTranspose3d,
+    LazyInstanceNorm1d,
+    LazyInstanceNorm2d,
+    LazyInstanceNorm3d,
+    LazyLinear,
+    UninitializedBuffer,
+    UninitializedParameter,
+)
 from fparam.nn.linear import Bilinear, Identity, Linear
 from fparam.nn.loss import (
     BCELoss,
@@ -145,6 +162,19 @@ __all__ += [
     "ConstantPad3d",
     "CosineSimilarity",
     "Fold",
+    "LazyBatchNorm1d",
+    "LazyBatchNorm2d",
+    "LazyBatchNorm3d",
+    "LazyConv1d",
+    "LazyConv2d",
+    "LazyConv3d",
+    "LazyConvTranspose1d",
+    "LazyConvTranspose2d",
+    "LazyConvTranspose3d",
+    "LazyInstanceNorm1d",
+    "LazyInstanceNorm2d",
+    "LazyInstanceNorm3d",
+    "LazyLinear",
     "PairwiseDistance",
     "PixelShuffle",
     "PixelUnshuffle",
@@ -156,6 +186,8 @@ __all__ += [
     "ReplicationPad3d",
     "Softmax2d",
     "Unfold",
+    "UninitializedBuffer",
+    "UninitializedParameter",
     "ZeroPad1d",
     "ZeroPad2d",
     "ZeroPad3d",
