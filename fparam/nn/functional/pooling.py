@@ -850,23 +850,17 @@ def _adaptive_avg(input: Any, n: int, fn: str, output_size: Any) -> jax.Array:
                 "VALID",
             ) / jnp.asarray(math.prod(kernel), acc)
     else:
-        # Unequal windows: one averaging matrix per dim, applied in turn.
-        y = x.astype(acc)
-        for axis, (i, o) in enumerate(zip(spatial, out_sizes)):
+        # Unequal windows: one averaging matrix per dim, in one contraction (a zero-output
+        # dim gives an empty matrix and an empty result, as torch).
+        matrices = []
+        for i, o in zip(spatial, out_sizes):
             start, end = _adaptive_bounds(i, o)
             positions = np.arange(i)
             inside = (positions[None, :] >= start[:, None]) & (positions[None, :] < end[:, None])
-            matrix = inside / np.maximum(end - start, 1)[:, None]
-            y = jnp.moveaxis(
-                jnp.tensordot(
-                    jnp.moveaxis(y, 2 + axis, -1),
-                    jnp.asarray(matrix.T, acc),
-                    axes=1,
-                    precision=lax.Precision.HIGHEST,
-                ),
-                -1,
-                2 + axis,
-            )
+            matrices.append(jnp.asarray(inside / np.maximum(end - start, 1)[:, None], acc))
+        src, dst = "ijk"[:n], "xyz"[:n]
+        spec = f"nc{src}," + ",".join(f"{d}{s}" for d, s in zip(dst, src)) + f"->nc{dst}"
+        y = jnp.einsum(spec, x.astype(acc), *matrices, precision=lax.Precision.HIGHEST)
     y = y.astype(x.dtype)
     return y[0] if unbatched else y
 
