@@ -7,10 +7,16 @@ conditions are torch's (exception types, and messages that carry torch's wording
 Max pooling picks the element torch picks. torch scans a window in row-major order and keeps
 the FIRST maximum (``val > maxval``), except that a NaN always wins, so the LAST NaN of a window
 is kept. Its indices and its gradient both point at that element. JAX's own derivative of
-``lax.reduce_window`` max (select-and-scatter) may route a tie elsewhere, so the value is
-computed with ``lax.reduce_window`` and its derivative is a ``jax.custom_jvp`` that selects
-torch's element window-offset by window-offset (the transpose of the selection is the backward,
-so ``jax.grad``, ``jax.jvp`` and higher orders all see the same routing).
+``lax.reduce_window`` max (select-and-scatter) routes elsewhere where a window holds a NaN
+(measured in ``benchmarks/pooling.py``), so the value is computed with ``lax.reduce_window`` and
+its derivative is a ``jax.custom_jvp`` that selects torch's element, one spatial axis at a time
+(see ``_Axis``; the transpose of the selection is the backward, so ``jax.grad``, ``jax.jvp`` and
+higher orders all see the same routing). Adaptive and fractional max pooling use the same
+machinery with their own windows. ``max_unpool*``'s derivative is a ``jax.custom_vjp`` (torch's
+gather of the output gradient), so it supports reverse mode only.
+
+Fractional max pooling draws its window offsets from ``key=`` or fparam's key stream
+(``fparam._random.resolve_key``), as dropout does; torch's ``_random_samples`` reproduce torch.
 
 Indices are flat positions in each ``(N, C)`` plane, as torch returns them, as ``int32`` while
 JAX's 64-bit mode is off (``int64`` with it on); torch returns ``int64``.
