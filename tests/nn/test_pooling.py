@@ -571,6 +571,13 @@ def test_fractional_max_pool_keys_and_module() -> None:
     got, want = twin(x), tm(torch.tensor(x))
     _exact(got[0], want[0].numpy())
     _exact(got[1], want[1].numpy())
+    tm3 = torch.nn.FractionalMaxPool3d(
+        (2, 3, 2), output_ratio=0.5, _random_samples=torch.rand(1, 3, 3)
+    )
+    twin3 = fparam.from_torch(tm3)
+    assert repr(twin3) == repr(tm3) and list(twin3.state_dict()) == ["_random_samples"]
+    x3 = x[:1, :, :6]
+    _exact(twin3(x3[..., None].repeat(4, -1)), tm3(torch.tensor(x3[..., None].repeat(4, -1))))
     for kwargs, phrase in [
         ({}, "requires specifying either an output size"),
         ({"output_size": 2, "output_ratio": 0.5}, "only one of"),
