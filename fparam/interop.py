@@ -131,6 +131,16 @@ _BUILDERS.update(
     }
 )
 
+_BUILDERS.update(
+    {
+        "Upsample": lambda nn, m: nn.Upsample(
+            m.size, m.scale_factor, m.mode, m.align_corners, m.recompute_scale_factor
+        ),
+        "UpsamplingNearest2d": lambda nn, m: nn.UpsamplingNearest2d(m.size, m.scale_factor),
+        "UpsamplingBilinear2d": lambda nn, m: nn.UpsamplingBilinear2d(m.size, m.scale_factor),
+    }
+)
+
 _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 
 # What a torch module can carry that changes its outputs or its state_dict and that an fparam

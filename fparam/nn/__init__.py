@@ -53,6 +53,7 @@ from fparam.nn.normalization import (
     LocalResponseNorm,
     RMSNorm,
 )
+from fparam.nn.upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
 __all__ = [
     "ELU",
@@ -111,6 +112,8 @@ __all__ += [
     "LocalResponseNorm",
     "RMSNorm",
 ]
+
+__all__ += ["Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
 __getattr__ = _torch_names.missing_attribute_hook(__name__, "torch.nn", _torch_names.NN)

@@ -51,6 +51,14 @@ from fparam.nn.functional.normalization import (
     local_response_norm,
     rms_norm,
 )
+from fparam.nn.functional.sampling import (
+    affine_grid,
+    grid_sample,
+    interpolate,
+    upsample,
+    upsample_bilinear,
+    upsample_nearest,
+)
 from fparam.nn.functional.shape import flatten, unflatten
 
 __all__ = [
@@ -99,6 +107,15 @@ __all__ += [
     "layer_norm",
     "local_response_norm",
     "rms_norm",
+]
+
+__all__ += [
+    "affine_grid",
+    "grid_sample",
+    "interpolate",
+    "upsample",
+    "upsample_bilinear",
+    "upsample_nearest",
 ]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
