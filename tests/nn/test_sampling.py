@@ -29,13 +29,12 @@ from fparam.nn.functional import sampling
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
-# Float32 tolerance, from measurement against torch's CPU kernels over these grids (and a
-# 600-case run of the same generator): values differ by at most 3.1e-6 (bicubic, magnitudes up
-# to ~5), input gradients by at most ~4e-6 (sums of up to ~30 cotangent terms), grid and theta
-# gradients by at most ~2e-5 at magnitudes up to ~40. Both sides sum the same products in other
-# orders. Each comparison allows ATOL + SCALED * max|expected|, about 3x.
-ATOL = 1e-5
-SCALED = 2e-6
+# Float32 tolerance, measured against torch's CPU kernels over the grids below: values differ by
+# at most 2.0e-6 (magnitudes up to 3.4), input gradients by 2.6e-6 (magnitudes up to 9.1), grid
+# gradients by 5.8e-6 (magnitudes up to 13.6): both sides sum the same products in other orders.
+# Each comparison allows ATOL + SCALED * max|expected|, about 3x the measured error.
+ATOL = 3e-6
+SCALED = 1e-6
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
@@ -161,10 +160,9 @@ def _run_parity(
             _assert_close(g, tg, f"{label}: gradient of argument {k}")
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_interpolate_matches_torch_values_and_input_gradients(seed: int) -> None:
-    cases = _interpolate_cases(30, seed)
-    rng = np.random.default_rng(100 + seed)
+def test_interpolate_matches_torch_values_and_input_gradients() -> None:
+    cases = _interpolate_cases(36, 0)
+    rng = np.random.default_rng(100)
     inputs = [[rng.standard_normal(c["shape"]).astype(np.float32)] for c in cases]
     fparam_fns = [lambda x, kw=c["kw"]: F.interpolate(x, **kw) for c in cases]
     torch_fns = [lambda x, kw=c["kw"]: _torch_interpolate(x, kw) for c in cases]
