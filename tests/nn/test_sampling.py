@@ -358,6 +358,11 @@ _SAME_ERRORS: list[tuple[str, Callable[[Any, Any], Any]]] = [
     ("scale too small", lambda f, x: f.interpolate(x(_X4), scale_factor=0.1, mode="bicubic")),
     ("scale negative", lambda f, x: f.interpolate(x(_X4), scale_factor=-2.0)),
     ("empty input", lambda f, x: f.interpolate(x(np.zeros((1, 2, 0, 3), np.float32)), 3)),
+    ("zero channels", lambda f, x: f.interpolate(x(np.zeros((1, 0, 3, 3), np.float32)), 2)),
+    (
+        "zero channels linear",
+        lambda f, x: f.interpolate(x(np.zeros((2, 0, 3), np.float32)), 2, mode="linear"),
+    ),
     ("area negative", lambda f, x: f.interpolate(x(_X4), size=(-1, 2), mode="area")),
     ("area negative 1d", lambda f, x: f.interpolate(x(_X3), size=-2, mode="area")),
     (

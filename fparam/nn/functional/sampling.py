@@ -92,6 +92,7 @@ _LANCZOS_ANTIALIAS = "Lanczos mode requires antialias=True"
 _SIZES_POSITIVE = (
     "Input and output sizes should be greater than 0, but got input ({input}){sep}output ({output})"
 )
+_EMPTY_DATA = "Non-empty {rank}D data tensor expected but got a tensor with sizes {shape}"
 _NOT_BOOL = "{fn}(): argument '{name}' must be bool, not {type} (got {name}={value!r})"
 _NOT_FLOATING = (
     "{fn}(): mode={mode!r} needs a floating-point input, got dtype {dtype} (torch: "
@@ -578,6 +579,8 @@ def interpolate(
                 sep=sep,
             )
         )
+    if mode != "area" and x.size == 0 and math.prod(x.shape[1:]) == 0:
+        raise RuntimeError(_EMPTY_DATA.format(rank=rank, shape=_shape(x.shape)))
     nearest = mode in ("nearest", "nearest-exact")
     if not nearest and not jnp.issubdtype(x.dtype, jnp.floating):
         raise NotImplementedError(_NOT_FLOATING.format(fn=fn, mode=mode, dtype=x.dtype))
