@@ -184,6 +184,15 @@ for _n in (2, 3):
         m.return_indices,
         _random_samples=None if m._random_samples is None else m._random_samples.detach().numpy(),
     )
+_BUILDERS.update(
+    {
+        "Upsample": lambda nn, m: nn.Upsample(
+            m.size, m.scale_factor, m.mode, m.align_corners, m.recompute_scale_factor
+        ),
+        "UpsamplingNearest2d": lambda nn, m: nn.UpsamplingNearest2d(m.size, m.scale_factor),
+        "UpsamplingBilinear2d": lambda nn, m: nn.UpsamplingBilinear2d(m.size, m.scale_factor),
+    }
+)
 
 _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 

@@ -113,6 +113,7 @@ from fparam.nn.pooling import (
     MaxUnpool2d,
     MaxUnpool3d,
 )
+from fparam.nn.upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
 __all__ = [
     "ELU",
@@ -234,6 +235,7 @@ __all__ += [
     "ZeroPad2d",
     "ZeroPad3d",
 ]
+__all__ += ["Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
 __getattr__ = _torch_names.missing_attribute_hook(__name__, "torch.nn", _torch_names.NN)

@@ -87,6 +87,14 @@ from fparam.nn.functional.pooling import (
     max_unpool2d,
     max_unpool3d,
 )
+from fparam.nn.functional.sampling import (
+    affine_grid,
+    grid_sample,
+    interpolate,
+    upsample,
+    upsample_bilinear,
+    upsample_nearest,
+)
 from fparam.nn.functional.shape import flatten, unflatten
 from fparam.nn.functional.vision import (
     channel_shuffle,
@@ -155,6 +163,7 @@ __all__ += [
     "adaptive_max_pool2d_with_indices",
     "adaptive_max_pool3d",
     "adaptive_max_pool3d_with_indices",
+    "affine_grid",
     "avg_pool1d",
     "avg_pool2d",
     "avg_pool3d",
@@ -166,6 +175,8 @@ __all__ += [
     "fractional_max_pool2d_with_indices",
     "fractional_max_pool3d",
     "fractional_max_pool3d_with_indices",
+    "grid_sample",
+    "interpolate",
     "lp_pool1d",
     "lp_pool2d",
     "lp_pool3d",
@@ -185,6 +196,9 @@ __all__ += [
     "pixel_shuffle",
     "pixel_unshuffle",
     "unfold",
+    "upsample",
+    "upsample_bilinear",
+    "upsample_nearest",
 ]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
