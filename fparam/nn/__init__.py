@@ -4,15 +4,33 @@ from fparam import _torch_names
 from fparam._module import Buffer, Module, Parameter, StaticArrayWarning
 from fparam.nn import functional, init
 from fparam.nn.activation import (
+    CELU,
     ELU,
     GELU,
+    GLU,
+    SELU,
+    Hardshrink,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
     LeakyReLU,
+    LogSigmoid,
     LogSoftmax,
+    Mish,
+    PReLU,
     ReLU,
+    ReLU6,
+    RReLU,
     Sigmoid,
     SiLU,
     Softmax,
+    Softmin,
+    Softplus,
+    Softshrink,
+    Softsign,
     Tanh,
+    Tanhshrink,
+    Threshold,
 )
 from fparam.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from fparam.nn.conv import (
@@ -53,6 +71,7 @@ from fparam.nn.normalization import (
     LocalResponseNorm,
     RMSNorm,
 )
+from fparam.nn.sparse import Embedding, EmbeddingBag
 
 __all__ = [
     "ELU",
@@ -110,6 +129,29 @@ __all__ += [
     "LayerNorm",
     "LocalResponseNorm",
     "RMSNorm",
+]
+
+__all__ += [
+    "CELU",
+    "GLU",
+    "SELU",
+    "Embedding",
+    "EmbeddingBag",
+    "Hardshrink",
+    "Hardsigmoid",
+    "Hardswish",
+    "Hardtanh",
+    "LogSigmoid",
+    "Mish",
+    "PReLU",
+    "RReLU",
+    "ReLU6",
+    "Softmin",
+    "Softplus",
+    "Softshrink",
+    "Softsign",
+    "Tanhshrink",
+    "Threshold",
 ]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".

@@ -77,6 +77,9 @@ def _model(keys: list[Any], dtype: Any = None) -> nn.Module:
         nn.LocalResponseNorm(3),
         nn.Dropout(0.3),
         nn.Dropout2d(0.1),
+        nn.Embedding(53, 7, padding_idx=3, **kw),
+        nn.EmbeddingBag(59, 5, padding_idx=-1, **kw),
+        nn.PReLU(61, **kw),
     )
 
 

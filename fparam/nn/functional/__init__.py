@@ -5,15 +5,41 @@ Each area lives in its own file; this package re-exports the torch-named functio
 
 from fparam import _torch_names
 from fparam.nn.functional.activation import (
+    celu,
+    celu_,
     elu,
+    elu_,
     gelu,
+    glu,
+    gumbel_softmax,
+    hardshrink,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
+    hardtanh_,
     leaky_relu,
+    leaky_relu_,
     log_softmax,
+    logsigmoid,
+    mish,
+    prelu,
     relu,
+    relu6,
+    relu_,
+    rrelu,
+    rrelu_,
+    selu,
     sigmoid,
     silu,
     softmax,
+    softmin,
+    softplus,
+    softshrink,
+    softsign,
     tanh,
+    tanhshrink,
+    threshold,
+    threshold_,
 )
 from fparam.nn.functional.conv import (
     conv1d,
@@ -52,6 +78,7 @@ from fparam.nn.functional.normalization import (
     rms_norm,
 )
 from fparam.nn.functional.shape import flatten, unflatten
+from fparam.nn.functional.sparse import embedding, embedding_bag, one_hot
 
 __all__ = [
     "conv1d",
@@ -99,6 +126,38 @@ __all__ += [
     "layer_norm",
     "local_response_norm",
     "rms_norm",
+]
+
+__all__ += [
+    "celu",
+    "celu_",
+    "elu_",
+    "embedding",
+    "embedding_bag",
+    "glu",
+    "gumbel_softmax",
+    "hardshrink",
+    "hardsigmoid",
+    "hardswish",
+    "hardtanh",
+    "hardtanh_",
+    "leaky_relu_",
+    "logsigmoid",
+    "mish",
+    "one_hot",
+    "prelu",
+    "relu6",
+    "relu_",
+    "rrelu",
+    "rrelu_",
+    "selu",
+    "softmin",
+    "softplus",
+    "softshrink",
+    "softsign",
+    "tanhshrink",
+    "threshold",
+    "threshold_",
 ]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
