@@ -127,6 +127,7 @@ def test_max_norm_eagerly_renormalises_in_place_and_raises_where_the_update_woul
     fresh = nn.Embedding(6, 3, max_norm=0.2)
     out, fresh = forward(fresh, jnp.asarray(idx))
     assert (np.linalg.norm(np.asarray(fresh.weight)[idx], axis=1) <= 0.2 + 1e-6).all()
+    np.testing.assert_array_equal(out, np.asarray(fresh.weight)[idx])
     # Without max_norm nothing changes, so a plain jit forward is fine.
     plain = nn.Embedding(6, 3)
     np.testing.assert_array_equal(
