@@ -8,6 +8,7 @@ messages with torch's for bad arguments.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import jax
@@ -93,12 +94,35 @@ ELEMENTWISE = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("fp_fn", "torch_fn", "kinks"), [a[1:] for a in ELEMENTWISE], ids=[a[0] for a in ELEMENTWISE]
-)
-def test_elementwise_matches_torch_values_and_gradients_at_kinks(fp_fn, torch_fn, kinks):
-    rng = np.random.default_rng(len(kinks))
-    _compare(fp_fn, torch_fn, [_inputs(rng, kinks)], rng)
+@functools.cache
+def _elementwise_results() -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(input, cotangent, value, input gradient) of every ELEMENTWISE entry, from one jitted
+    program (one compile for the whole table instead of one per entry)."""
+    rng = np.random.default_rng(0)
+    xs = [_inputs(rng, kinks) for *_, kinks in ELEMENTWISE]
+    cots = [rng.standard_normal(x.shape).astype(np.float32) for x in xs]
+
+    @jax.jit
+    def run(xs, cots):
+        out = []
+        for (_, fn, _, _), x, c in zip(ELEMENTWISE, xs, cots):
+            value, vjp = jax.vjp(fn, x)
+            out.append((value, vjp(c)[0]))
+        return out
+
+    results = run([jnp.asarray(x) for x in xs], [jnp.asarray(c) for c in cots])
+    return [(x, c, np.asarray(v), np.asarray(g)) for x, c, (v, g) in zip(xs, cots, results)]
+
+
+@pytest.mark.parametrize("i", range(len(ELEMENTWISE)), ids=[a[0] for a in ELEMENTWISE])
+def test_elementwise_matches_torch_values_and_gradients_at_kinks(i):
+    x, cot, value, grad = _elementwise_results()[i]
+    t = torch.tensor(x, requires_grad=True)
+    expected = ELEMENTWISE[i][2](t)
+    expected.backward(torch.tensor(cot))
+    assert value.dtype == np.float32
+    np.testing.assert_allclose(value, expected.detach().numpy(), **VAL)
+    np.testing.assert_allclose(grad, t.grad.numpy(), **GRAD)
 
 
 def test_kink_gradients_are_torchs_side():
@@ -159,8 +183,13 @@ def test_softmin_matches_torch_with_the_legacy_dim_rule(dim, ndim):
 def test_rrelu_training_draws_one_slope_per_negative_element():
     x = jnp.asarray(np.random.default_rng(0).standard_normal((100, 50)).astype(np.float32))
     key = jax.random.key(3)
-    out, vjp = jax.vjp(lambda a: F.rrelu(a, 0.1, 0.3, training=True, key=key), x)
-    (grad,) = vjp(jnp.ones_like(x))
+
+    @jax.jit
+    def run(a, k):
+        value, vjp = jax.vjp(lambda v: F.rrelu(v, 0.1, 0.3, training=True, key=k), a)
+        return value, vjp(jnp.ones_like(a))[0]
+
+    out, grad = run(x, key)
     pos = np.asarray(x) > 0
     np.testing.assert_array_equal(np.asarray(out)[pos], np.asarray(x)[pos])
     slope = np.asarray(out)[~pos] / np.asarray(x)[~pos]
@@ -169,8 +198,7 @@ def test_rrelu_training_draws_one_slope_per_negative_element():
     assert abs(slope.mean() - 0.2) < 5e-3 and abs(slope.std() - 0.2 / np.sqrt(12)) < 5e-3
     np.testing.assert_allclose(np.asarray(grad)[~pos], slope, rtol=1e-5)  # torch's noise
     np.testing.assert_array_equal(np.asarray(grad)[pos], 1.0)
-    # Same key, same slopes; the stream and `fparam.rng` give keys as for dropout.
-    np.testing.assert_array_equal(out, F.rrelu(x, 0.1, 0.3, True, key=key))
+    # The stream and `fparam.rng` give keys as for dropout: the same eagerly and under jit.
 
     def draw(v, k):
         with fparam.rng(k):
@@ -201,26 +229,32 @@ def test_rrelu_module_follows_training_flag_and_holds_no_state():
 def test_gumbel_softmax_is_torchs_formula_on_the_same_noise():
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((4, 5)).astype(np.float32)
-    key = jax.random.key(7)
-    noise = np.asarray(jax.random.gumbel(key, logits.shape, jnp.float32))
-    for hard, tau, dim in ((False, 1.0, -1), (True, 0.5, 0)):
+    cots = rng.standard_normal((2, 4, 5)).astype(np.float32)
+    configs = ((False, 1.0, -1), (True, 0.5, 0))
 
-        def fp(a, hard=hard, tau=tau, dim=dim):
-            return F.gumbel_softmax(a, tau, hard, dim=dim, key=key)
+    @jax.jit  # one compile: the noise, and both configurations' values and gradients
+    def run(a, key):
+        out = []
+        for (hard, tau, dim), c in zip(configs, cots):
+            fn = functools.partial(F.gumbel_softmax, tau=tau, hard=hard, dim=dim, key=key)
+            value, vjp = jax.vjp(fn, a)
+            out.append((value, vjp(c)[0]))
+        return jax.random.gumbel(key, a.shape, jnp.float32), out
 
-        def th(a, hard=hard, tau=tau, dim=dim):
-            y = ((a + torch.tensor(noise)) / tau).softmax(dim)
-            if not hard:
-                return y
+    noise, results = run(jnp.asarray(logits), jax.random.key(7))
+    for (hard, tau, dim), c, (value, grad) in zip(configs, cots, results):
+        t = torch.tensor(logits, requires_grad=True)
+        y = ((t + torch.tensor(np.asarray(noise))) / tau).softmax(dim)
+        if hard:
             index = y.max(dim, keepdim=True)[1]
-            y_hard = torch.zeros_like(a).scatter_(dim, index, 1.0)
-            return y_hard - y.detach() + y
-
-        _compare(fp, th, [logits], rng)
-    hard = F.gumbel_softmax(jnp.asarray(logits), hard=True, key=key)
-    assert set(np.unique(hard).tolist()) == {0.0, 1.0} and (hard.sum(-1) == 1).all()
+            y = torch.zeros_like(t).scatter_(dim, index, 1.0) - y.detach() + y
+        y.backward(torch.tensor(c))
+        np.testing.assert_allclose(value, y.detach().numpy(), **VAL)
+        np.testing.assert_allclose(grad, t.grad.numpy(), **GRAD)
+    hard = np.asarray(results[1][0])
+    assert set(np.unique(hard).tolist()) == {0.0, 1.0} and (hard.sum(0) == 1).all()
     with pytest.warns(UserWarning, match="`eps` parameter is deprecated"):
-        F.gumbel_softmax(jnp.asarray(logits), eps=1e-3, key=key)
+        jax.eval_shape(lambda a: F.gumbel_softmax(a, eps=1e-3, key=jax.random.key(0)), logits)
 
 
 MODULES = [
