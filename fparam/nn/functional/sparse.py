@@ -23,8 +23,9 @@ torch's rules mirrored here (``torch/nn/functional.py`` and ATen ``Embedding.cpp
   ``embedding`` does not, and fparam matches that.)
 - ``sparse=True`` is accepted; JAX has no sparse gradients, so the gradient is dense (the same
   values torch's sparse gradient holds).
-- Indices are checked eagerly (torch's ``IndexError``). Inside a trace they cannot be read: an
-  index past the end gives a row of NaNs (``jnp.take``'s fill mode), so check them first.
+- Indices are checked eagerly (torch's ``IndexError``). Inside a trace they cannot be read:
+  there ``jnp.take``'s rules apply (an index past the end gives a row of NaNs, a negative one
+  counts from the end), so check them before the transformation.
 """
 
 from __future__ import annotations
