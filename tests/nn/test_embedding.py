@@ -38,7 +38,7 @@ def _embedding_config(seed: int) -> dict:
     }
 
 
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", range(8))
 def test_embedding_matches_torch_under_jit(seed):
     c = _embedding_config(seed)
     rng = np.random.default_rng(100 + seed)
@@ -198,7 +198,7 @@ def test_torch_cpu_embedding_bag_scale_grad_by_freq_quirk_is_what_the_oracle_avo
     assert g[5, 0] == 1.0 and g[0, 0] == 1.0
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(10))
 def test_embedding_bag_matches_torch_under_jit(seed):
     c = _bag_config(seed)
     rng = np.random.default_rng(200 + seed)
