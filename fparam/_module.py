@@ -1146,7 +1146,8 @@ class Module:
         _note_owner(array, self, name)
 
     def _update_buffers(self, **values: Any) -> None:
-        """Set buffers from a forward (BatchNorm's running statistics), as torch does in place.
+        """Set buffers from a forward (BatchNorm's running statistics), as torch does in place;
+        also parameters a forward changes outside autograd (``Embedding(max_norm=...)``).
 
         Eagerly, and on a module built inside the current trace: in place. On a copy that
         ``fparam.value_and_grad`` / ``fparam.grad`` / ``fparam.stateful`` are running: into
@@ -1168,8 +1169,9 @@ class Module:
                 )
         layout = d["_fp_layout"]
         for name, value in values.items():
-            if layout.kind(name) != "buffer":
-                raise KeyError(f"'{name}' is not a buffer of {type(self).__name__}")
+            # A parameter too: torch's Embedding(max_norm=...) renormalises its weight in place.
+            if layout.kind(name) not in ("buffer", "param"):
+                raise KeyError(f"'{name}' is not a buffer or parameter of {type(self).__name__}")
             d[name] = value
             if trace is None:
                 _note_owner(value, self, name)

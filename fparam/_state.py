@@ -83,6 +83,8 @@ def _buffer_values(root: Any) -> Updates:
     out = []
     for index, (_, module) in enumerate(root.named_modules()):
         d = module.__dict__
-        for name, _ in d["_fp_layout"].buffers:
+        layout = d["_fp_layout"]
+        # Parameters too: a forward may renormalise one in place (Embedding's max_norm).
+        for name, _ in (*layout.buffers, *layout.params):
             out.append((index, name, d[name]))
     return out

@@ -193,6 +193,48 @@ _BUILDERS.update(
         "UpsamplingBilinear2d": lambda nn, m: nn.UpsamplingBilinear2d(m.size, m.scale_factor),
     }
 )
+_BUILDERS.update(
+    {
+        "ReLU6": lambda nn, m: nn.ReLU6(m.inplace),
+        "Hardtanh": lambda nn, m: nn.Hardtanh(m.min_val, m.max_val, m.inplace),
+        "Threshold": lambda nn, m: nn.Threshold(m.threshold, m.value, m.inplace),
+        "RReLU": lambda nn, m: nn.RReLU(m.lower, m.upper, m.inplace),
+        "SELU": lambda nn, m: nn.SELU(m.inplace),
+        "CELU": lambda nn, m: nn.CELU(m.alpha, m.inplace),
+        "GLU": lambda nn, m: nn.GLU(m.dim),
+        "Hardswish": lambda nn, m: nn.Hardswish(m.inplace),
+        "Hardsigmoid": lambda nn, m: nn.Hardsigmoid(m.inplace),
+        "Mish": lambda nn, m: nn.Mish(m.inplace),
+        "Hardshrink": lambda nn, m: nn.Hardshrink(m.lambd),
+        "Softshrink": lambda nn, m: nn.Softshrink(m.lambd),
+        "Softplus": lambda nn, m: nn.Softplus(m.beta, m.threshold),
+        "Tanhshrink": lambda nn, m: nn.Tanhshrink(),
+        "LogSigmoid": lambda nn, m: nn.LogSigmoid(),
+        "Softsign": lambda nn, m: nn.Softsign(),
+        "Softmin": lambda nn, m: nn.Softmin(m.dim),
+        "PReLU": lambda nn, m: nn.PReLU(m.num_parameters, m.init),
+        "Embedding": lambda nn, m: nn.Embedding(
+            m.num_embeddings,
+            m.embedding_dim,
+            padding_idx=m.padding_idx,
+            max_norm=m.max_norm,
+            norm_type=m.norm_type,
+            scale_grad_by_freq=m.scale_grad_by_freq,
+            sparse=m.sparse,
+        ),
+        "EmbeddingBag": lambda nn, m: nn.EmbeddingBag(
+            m.num_embeddings,
+            m.embedding_dim,
+            max_norm=m.max_norm,
+            norm_type=m.norm_type,
+            scale_grad_by_freq=m.scale_grad_by_freq,
+            mode=m.mode,
+            sparse=m.sparse,
+            include_last_offset=m.include_last_offset,
+            padding_idx=m.padding_idx,
+        ),
+    }
+)
 
 _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 

@@ -4,16 +4,34 @@ from fparam import _torch_names
 from fparam._module import Buffer, Module, Parameter, StaticArrayWarning
 from fparam.nn import functional, init, utils
 from fparam.nn.activation import (
+    CELU,
     ELU,
     GELU,
+    GLU,
+    SELU,
+    Hardshrink,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
     LeakyReLU,
+    LogSigmoid,
     LogSoftmax,
+    Mish,
+    PReLU,
     ReLU,
+    ReLU6,
+    RReLU,
     Sigmoid,
     SiLU,
     Softmax,
     Softmax2d,
+    Softmin,
+    Softplus,
+    Softshrink,
+    Softsign,
     Tanh,
+    Tanhshrink,
+    Threshold,
 )
 from fparam.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from fparam.nn.conv import (
@@ -113,6 +131,7 @@ from fparam.nn.pooling import (
     MaxUnpool2d,
     MaxUnpool3d,
 )
+from fparam.nn.sparse import Embedding, EmbeddingBag
 from fparam.nn.upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
 __all__ = [
@@ -236,6 +255,28 @@ __all__ += [
     "ZeroPad3d",
 ]
 __all__ += ["Upsample", "UpsamplingBilinear2d", "UpsamplingNearest2d"]
+__all__ += [
+    "CELU",
+    "GLU",
+    "SELU",
+    "Embedding",
+    "EmbeddingBag",
+    "Hardshrink",
+    "Hardsigmoid",
+    "Hardswish",
+    "Hardtanh",
+    "LogSigmoid",
+    "Mish",
+    "PReLU",
+    "RReLU",
+    "ReLU6",
+    "Softmin",
+    "Softplus",
+    "Softshrink",
+    "Softsign",
+    "Tanhshrink",
+    "Threshold",
+]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
 __getattr__ = _torch_names.missing_attribute_hook(__name__, "torch.nn", _torch_names.NN)

@@ -78,6 +78,9 @@ def _model(keys: list[Any], dtype: Any = None) -> nn.Module:
         nn.Dropout(0.3),
         nn.Dropout2d(0.1),
         nn.Bilinear(5, 7, 3, key=keys[6], **kw),  # (shares Linear's key: any key will do)
+        nn.Embedding(53, 7, padding_idx=3, **kw),
+        nn.EmbeddingBag(59, 5, padding_idx=-1, **kw),
+        nn.PReLU(61, **kw),
     )
 
 
