@@ -24,6 +24,7 @@ from fparam.nn.functional.conv import (
     conv_transpose3d,
     pad,
 )
+from fparam.nn.functional.ctc import ctc_loss
 from fparam.nn.functional.dropout import (
     alpha_dropout,
     dropout,
@@ -36,10 +37,24 @@ from fparam.nn.functional.linear import linear
 from fparam.nn.functional.loss import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
+    cosine_embedding_loss,
     cross_entropy,
+    gaussian_nll_loss,
+    hinge_embedding_loss,
+    huber_loss,
+    kl_div,
     l1_loss,
+    margin_ranking_loss,
     mse_loss,
+    multi_margin_loss,
+    multilabel_margin_loss,
+    multilabel_soft_margin_loss,
     nll_loss,
+    poisson_nll_loss,
+    smooth_l1_loss,
+    soft_margin_loss,
+    triplet_margin_loss,
+    triplet_margin_with_distance_loss,
 )
 from fparam.nn.functional.normalization import (
     batch_norm,
@@ -99,6 +114,24 @@ __all__ += [
     "layer_norm",
     "local_response_norm",
     "rms_norm",
+]
+
+__all__ += [
+    "cosine_embedding_loss",
+    "ctc_loss",
+    "gaussian_nll_loss",
+    "hinge_embedding_loss",
+    "huber_loss",
+    "kl_div",
+    "margin_ranking_loss",
+    "multi_margin_loss",
+    "multilabel_margin_loss",
+    "multilabel_soft_margin_loss",
+    "poisson_nll_loss",
+    "smooth_l1_loss",
+    "soft_margin_loss",
+    "triplet_margin_loss",
+    "triplet_margin_with_distance_loss",
 ]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
