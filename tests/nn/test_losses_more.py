@@ -36,34 +36,24 @@ def _t(x):
     return torch.tensor(x.astype(np.int64) if x.dtype.kind in "iu" else x)
 
 
-@partial(jax.jit, static_argnums=(0, 3))
-def _jit_vjp(fn, diff_args, rest, order, cot):
-    """Value and VJP of ``fn`` w.r.t. ``diff_args`` in one compiled call."""
-
-    def call(*d):
-        it_d, it_r = iter(d), iter(rest)
-        return fn(*[next(it_d) if k else next(it_r) for k in order])
-
-    value, vjp = jax.vjp(call, *diff_args)
-    return value, vjp(cot)
-
-
 def _parity(ours, theirs, args, diff, rng, val=VAL, grad=GRAD):
-    """``ours(*args)`` under jit + vjp against ``theirs(*torch args)`` with torch autograd."""
+    """``ours(*args)`` and its VJP against ``theirs(*torch args)`` with torch autograd.
+
+    Eager (op-by-op) VJPs: on this CPU a compile per configuration costs ~10x more. jit + grad
+    is checked per family further down.
+    """
     tensors = [_t(a) for a in args]
     for i in diff:
         tensors[i].requires_grad_(True)
     expected = theirs(*tensors)
     cot = rng.standard_normal(tuple(expected.shape)).astype(np.float32)
     expected.backward(torch.tensor(cot))
-    order = tuple(i in diff for i in range(len(args)))
-    value, grads = _jit_vjp(
-        ours,
-        tuple(jnp.asarray(args[i]) for i in diff),
-        tuple(jnp.asarray(a) for i, a in enumerate(args) if i not in diff),
-        order,
-        jnp.asarray(cot),
-    )
+
+    def call(*d):
+        return ours(*[d[diff.index(i)] if i in diff else a for i, a in enumerate(args)])
+
+    value, vjp = jax.vjp(call, *[jnp.asarray(args[i]) for i in diff])
+    grads = vjp(jnp.asarray(cot))
     assert value.shape == tuple(expected.shape)
     np.testing.assert_allclose(np.asarray(value), expected.detach().numpy(), **val)
     for i, g in zip(diff, grads):
@@ -87,7 +77,7 @@ def _sign(rng, *shape):
 def _kl(rng):
     red = rng.choice([*REDUCTIONS, "batchmean"])
     log_target = bool(rng.integers(2))
-    shape = [(4, 5), (3,), (2, 3, 4), ()][rng.integers(4)]
+    shape = (4, 5)
     x = np.log(rng.uniform(0.05, 1, shape)).astype(np.float32)
     t = rng.uniform(0.05, 1, shape).astype(np.float32)
     if log_target:
@@ -98,7 +88,7 @@ def _kl(rng):
 
 def _smooth_l1(rng):
     kw = {"reduction": str(rng.choice(REDUCTIONS)), "beta": float(rng.choice([0.0, 0.3, 1.0, 2.5]))}
-    shape = [(4, 5), (7,), (2, 3, 2)][rng.integers(3)]
+    shape = (4, 5)
     x, t = _r(rng, *shape), _r(rng, *shape)
     x.flat[0] = t.flat[0]  # a zero difference: torch's subgradient
     return partial(F.smooth_l1_loss, **kw), partial(TF.smooth_l1_loss, **kw), [x, t], (0, 1)
@@ -106,7 +96,7 @@ def _smooth_l1(rng):
 
 def _huber(rng):
     red, delta = str(rng.choice(REDUCTIONS)), float(rng.choice([0.2, 1.0, 3.0]))
-    shape = [(4, 5), (7,), (2, 3, 2)][rng.integers(3)]
+    shape = (4, 5)
     args = [2 * _r(rng, *shape), _r(rng, *shape)]
     if rng.integers(2):
         args.append(rng.uniform(0, 2, shape).astype(np.float32))
@@ -122,7 +112,7 @@ def _huber(rng):
 
 def _soft_margin(rng):
     kw = {"reduction": str(rng.choice(REDUCTIONS))}
-    shape = [(4, 5), (6,), ()][rng.integers(3)]
+    shape = (4, 5)
     # torch's kernel does not differentiate the target.
     args = [3 * _r(rng, *shape), _sign(rng, *shape)]
     return partial(F.soft_margin_loss, **kw), partial(TF.soft_margin_loss, **kw), args, (0,)
@@ -130,7 +120,7 @@ def _soft_margin(rng):
 
 def _multilabel_soft_margin(rng):
     red = str(rng.choice(REDUCTIONS))
-    shape = [(4, 5), (5,), (2, 3, 4)][rng.integers(3)]
+    shape = (4, 5)
     x, t = _r(rng, *shape), (rng.random(shape) < 0.5).astype(np.float32)
     if rng.integers(2):
         w = rng.uniform(0, 2, shape[-1:]).astype(np.float32)
@@ -151,11 +141,9 @@ def _multilabel_soft_margin(rng):
 
 def _multilabel_margin(rng):
     kw = {"reduction": str(rng.choice(REDUCTIONS))}
-    n, c = int(rng.integers(1, 5)), int(rng.integers(1, 6))
+    n, c = 4, 5
     t = rng.integers(-1, c, (n, c))  # -1 ends each list; repeated targets count twice
     x = np.round(_r(rng, n, c), 1)  # ties at the hinge (gradient 0 there)
-    if rng.integers(3) == 0:
-        x, t = x[0], t[0]
     return (
         partial(F.multilabel_margin_loss, **kw),
         partial(TF.multilabel_margin_loss, **kw),
@@ -167,10 +155,8 @@ def _multilabel_margin(rng):
 def _multi_margin(rng):
     red = str(rng.choice(REDUCTIONS))
     p, margin = int(rng.integers(1, 3)), float(rng.choice([0.5, 1.0, 2.0]))
-    n, c = int(rng.integers(1, 5)), int(rng.integers(1, 6))
+    n, c = 4, 5
     x, t = np.round(_r(rng, n, c), 1), rng.integers(0, c, (n,))
-    if rng.integers(4) == 0:
-        x, t = x[0], t[:1] if rng.integers(2) else t[0]
     w = rng.uniform(0, 2, (c,)).astype(np.float32) if rng.integers(2) else None
     wt = None if w is None else torch.tensor(w)
     return (
@@ -183,7 +169,7 @@ def _multi_margin(rng):
 
 def _margin_ranking(rng):
     red, margin = str(rng.choice(REDUCTIONS)), float(rng.choice([0.0, 0.5]))
-    shapes = [((5,), (5,), (5,)), ((4, 3), (1, 3), (4, 1)), ((), (), ())][rng.integers(3)]
+    shapes = ((4, 3), (1, 3), (4, 1))
     a, b = np.round(_r(rng, *shapes[0]), 1), np.round(_r(rng, *shapes[1]), 1)
     t = _sign(rng, *shapes[2])
     return (
@@ -196,7 +182,7 @@ def _margin_ranking(rng):
 
 def _hinge_embedding(rng):
     red, margin = str(rng.choice(REDUCTIONS)), float(rng.choice([0.5, 1.0]))
-    shape = [(4, 5), (6,)][rng.integers(2)]
+    shape = (4, 5)
     x = np.abs(_r(rng, *shape))
     t = rng.choice(np.array([-1.0, 1.0, 0.0], np.float32), shape)  # 0: both terms, as torch
     return (
@@ -209,13 +195,8 @@ def _hinge_embedding(rng):
 
 def _cosine_embedding(rng):
     red, margin = str(rng.choice(REDUCTIONS)), float(rng.choice([0.0, 0.3, -0.5]))
-    if rng.integers(3) == 0:
-        a, b, t = _r(rng, 4), _r(rng, 4), np.float32(rng.choice([-1.0, 1.0]))
-        t = np.asarray(t)
-    else:
-        n = int(rng.integers(1, 5))
-        a, b = _r(rng, n, 4), _r(rng, n if rng.integers(2) else 1, 4)
-        t = rng.choice(np.array([-1.0, 1.0, 0.5], np.float32), (n,))
+    a, b = _r(rng, 4, 5), _r(rng, 1, 5)  # broadcast against each other
+    t = rng.choice(np.array([-1.0, 1.0, 0.5], np.float32), (4,))
     return (
         lambda a, b, t: F.cosine_embedding_loss(a, b, t, margin, reduction=red),
         lambda a, b, t: TF.cosine_embedding_loss(a, b, t, margin, reduction=red),
@@ -229,7 +210,7 @@ def _triplet(rng):
     margin = float(rng.choice([0.5, 1.0, 3.0]))
     p = float(rng.choice([2.0, 1.0, 3.0, 1.5, math.inf, 0.0, -1.0]))
     eps, swap = float(rng.choice([1e-6, 0.1])), bool(rng.integers(2))
-    shape = [(4, 5), (5,), (2, 3, 4)][rng.integers(3)]
+    shape = (4, 5)
     args = [_r(rng, *shape), _r(rng, *shape), _r(rng, *shape)]
     return (
         lambda a, b, c: F.triplet_margin_loss(a, b, c, margin, p, eps, swap, reduction=red),
@@ -258,7 +239,7 @@ def _triplet_distance(rng):
 def _poisson(rng):
     log_input, full = bool(rng.integers(2)), bool(rng.integers(2))
     kw = {"reduction": str(rng.choice(REDUCTIONS)), "eps": float(rng.choice([1e-8, 0.1]))}
-    shape = [(4, 5), (6,)][rng.integers(2)]
+    shape = (4, 5)
     x = _r(rng, *shape) if log_input else rng.uniform(0.1, 3, shape).astype(np.float32)
     t = rng.uniform(0.01, 5, shape).astype(np.float32)  # both sides of the Stirling mask t > 1
     return (
@@ -273,7 +254,7 @@ def _gaussian(rng):
     red, full = str(rng.choice(REDUCTIONS)), bool(rng.integers(2))
     eps = float(rng.choice([1e-6, 0.3]))  # 0.3 clamps some variances (gradient passes through)
     shape = (4, 3, 2)
-    var_shape = [(4, 3, 2), (4, 3), (4, 1, 2), (1, 3, 2), (4, 3, 1)][rng.integers(5)]
+    var_shape = [(4, 3, 2), (4, 3), (4, 1, 2)][rng.integers(3)]
     args = [_r(rng, *shape), _r(rng, *shape), rng.uniform(0.05, 2, var_shape).astype(np.float32)]
     return (
         lambda x, t, v: F.gaussian_nll_loss(x, t, v, full, eps, red),
@@ -283,21 +264,23 @@ def _gaussian(rng):
     )
 
 
+# Each grid keeps one shape (eager ops compile once per shape on this CPU); other ranks,
+# unbatched and 0-d inputs are in the edge tests below.
 GRIDS = {
-    "kl_div": (_kl, 10),
-    "smooth_l1_loss": (_smooth_l1, 8),
-    "huber_loss": (_huber, 8),
-    "soft_margin_loss": (_soft_margin, 6),
-    "multilabel_soft_margin_loss": (_multilabel_soft_margin, 8),
-    "multilabel_margin_loss": (_multilabel_margin, 8),
-    "multi_margin_loss": (_multi_margin, 10),
-    "margin_ranking_loss": (_margin_ranking, 6),
-    "hinge_embedding_loss": (_hinge_embedding, 6),
-    "cosine_embedding_loss": (_cosine_embedding, 8),
-    "triplet_margin_loss": (_triplet, 12),
-    "triplet_margin_with_distance_loss": (_triplet_distance, 6),
-    "poisson_nll_loss": (_poisson, 8),
-    "gaussian_nll_loss": (_gaussian, 10),
+    "kl_div": (_kl, 8),
+    "smooth_l1_loss": (_smooth_l1, 6),
+    "huber_loss": (_huber, 6),
+    "soft_margin_loss": (_soft_margin, 4),
+    "multilabel_soft_margin_loss": (_multilabel_soft_margin, 6),
+    "multilabel_margin_loss": (_multilabel_margin, 6),
+    "multi_margin_loss": (_multi_margin, 8),
+    "margin_ranking_loss": (_margin_ranking, 4),
+    "hinge_embedding_loss": (_hinge_embedding, 4),
+    "cosine_embedding_loss": (_cosine_embedding, 6),
+    "triplet_margin_loss": (_triplet, 10),
+    "triplet_margin_with_distance_loss": (_triplet_distance, 4),
+    "poisson_nll_loss": (_poisson, 6),
+    "gaussian_nll_loss": (_gaussian, 8),
 }
 
 
@@ -530,102 +513,90 @@ def test_value_checks_are_skipped_under_jit():
 # CTC
 
 
-def _ctc_case(rng):
-    t_max, n, c = int(rng.integers(1, 12)), int(rng.integers(1, 4)), int(rng.integers(2, 6))
-    blank = int(rng.integers(c))
-    lp = np.asarray(jax.nn.log_softmax(2 * _r(rng, t_max, n, c), axis=-1))
-    s_max = int(rng.integers(0, 5))
-    labels = [l for l in range(c) if l != blank]
-    tl = rng.integers(0, s_max + 1, (n,))
-    il = rng.integers(0, t_max + 1, (n,))
-    targets = rng.choice(labels, (n, s_max)) if s_max else np.zeros((n, 0), np.int64)
-    if rng.integers(3) == 0 and s_max:
-        targets[:, :] = targets[:, :1]  # repeated labels need blanks between them
-    return lp, targets, il, tl, blank
+# One shape for the whole CTC grid, so that one compiled function serves every draw (lengths,
+# targets, impossible alignments and empty targets all vary inside it).
+_CTC_T, _CTC_N, _CTC_C, _CTC_S = 9, 4, 5, 4
 
 
-def _ctc_args(targets, tl, kind):
-    """Targets and target lengths in one of the accepted layouts."""
-    if kind == "concat":
-        return np.concatenate([targets[b, : tl[b]] for b in range(len(tl))]).astype(np.int64), tl
-    if kind == "list":
-        return targets, [int(v) for v in tl]
-    return targets, tl
+@partial(jax.jit, static_argnums=(4,))
+def _ctc_all_reductions(lp, targets, il, tl, zero_infinity, cot):
+    """Each reduction's value and VJP (cotangent ``cot`` for 'none', 1 for the scalars)."""
+    out = []
+    for red in REDUCTIONS:
+        value, vjp = jax.vjp(
+            lambda a, red=red: F.ctc_loss(a, targets, il, tl, 0, red, zero_infinity), lp
+        )
+        out.append((value, vjp(cot if red == "none" else jnp.ones(()))[0]))
+    return out
 
 
-def test_ctc_grid_matches_torch_values_and_gradients():
-    rng = np.random.default_rng(11)
-    for k in range(24):
-        lp, targets, il, tl, blank = _ctc_case(rng)
-        red = REDUCTIONS[k % 3]
-        zero_inf = bool(rng.integers(2))
-        tg, tlen = _ctc_args(targets, tl, ["padded", "concat", "list"][k % 3 if k % 4 else 0])
-        ilen = [int(v) for v in il] if k % 2 else il
-        x = torch.tensor(lp, requires_grad=True)
-        expected = TF.ctc_loss(x, _t(tg), _t(il), _t(tl), blank, red, zero_inf)
-        cot = rng.standard_normal(tuple(expected.shape)).astype(np.float32)
-        expected.backward(torch.tensor(cot))
+def _ctc_draw(rng):
+    lp = np.asarray(jax.nn.log_softmax(2 * _r(rng, _CTC_T, _CTC_N, _CTC_C), axis=-1))
+    targets = rng.integers(1, _CTC_C, (_CTC_N, _CTC_S))
+    if rng.integers(2):
+        targets[:, :] = targets[:, :1]  # repeated labels need a blank between them
+    il = rng.integers(0, _CTC_T + 1, (_CTC_N,))
+    tl = rng.integers(0, _CTC_S + 1, (_CTC_N,))
+    return lp, targets, il, tl
 
-        def loss(lp, tg=tg, tlen=tlen, ilen=ilen, blank=blank, red=red, zero_inf=zero_inf):
-            return F.ctc_loss(lp, tg, ilen, tlen, blank, red, zero_inf)
 
-        value, vjp = jax.vjp(loss, lp)
-        (grad,) = vjp(jnp.asarray(cot))
-        assert value.shape == tuple(expected.shape)
+@pytest.mark.parametrize("zero_infinity", [False, True])
+def test_ctc_grid_matches_torch_values_and_gradients(zero_infinity):
+    """Under jit with traced lengths; every reduction; inputs of length 0, empty targets and
+    impossible alignments (inf loss: NaN gradients as in torch, or zeros with zero_infinity)."""
+    rng = np.random.default_rng(11 + zero_infinity)
+    seen_inf = 0
+    for _ in range(10):
+        lp, targets, il, tl = _ctc_draw(rng)
+        cot = _r(rng, _CTC_N)
+        got = _ctc_all_reductions(lp, targets, il, tl, zero_infinity, cot)
+        for red, (value, grad) in zip(REDUCTIONS, got):
+            x = torch.tensor(lp, requires_grad=True)
+            expected = TF.ctc_loss(x, _t(targets), _t(il), _t(tl), 0, red, zero_infinity)
+            expected.backward(torch.tensor(cot) if red == "none" else None)
+            np.testing.assert_allclose(value, expected.detach().numpy(), **VAL)
+            np.testing.assert_allclose(grad, x.grad.numpy(), **GRAD)
+            if red == "none":
+                seen_inf += int(np.isinf(expected.detach().numpy()).sum())
+    assert zero_infinity or seen_inf > 0  # the grid does reach impossible alignments
+
+
+def test_ctc_other_blank_concatenated_targets_and_unbatched():
+    rng = np.random.default_rng(6)
+    lp = np.asarray(jax.nn.log_softmax(_r(rng, 7, 3, 4), axis=-1))
+    targets = np.array([[0, 1, 1], [2, 0, 0], [1, 2, 0]])
+    il, tl = [7, 5, 0], [3, 1, 0]
+    cat = np.array([0, 1, 1, 2])
+    x = torch.tensor(lp, requires_grad=True)
+    expected = TF.ctc_loss(x, _t(cat), il, tl, blank=3, reduction="sum")
+    expected.backward()
+    for tg, lens in ((cat, tl), (targets, np.array(tl))):
+        value, grad = jax.value_and_grad(
+            lambda a, tg=tg, lens=lens: F.ctc_loss(a, tg, il, lens, blank=3, reduction="sum")
+        )(lp)
         np.testing.assert_allclose(value, expected.detach().numpy(), **VAL)
         np.testing.assert_allclose(grad, x.grad.numpy(), **GRAD)
-
-
-def test_ctc_impossible_alignments_and_zero_infinity():
-    rng = np.random.default_rng(5)
-    lp = np.asarray(jax.nn.log_softmax(_r(rng, 6, 3, 4), axis=-1))
-    # (1,1,1) needs 5 frames (3 would do for distinct labels); input length 0 with a target.
-    targets, il, tl = np.array([[1, 1, 1], [2, 3, 1], [1, 2, 3]]), [4, 3, 0], [3, 3, 1]
-    for zero_inf in (False, True):
-        for red in REDUCTIONS:
-            x = torch.tensor(lp, requires_grad=True)
-            expected = TF.ctc_loss(x, _t(targets), il, tl, 0, red, zero_inf)
-            expected.sum().backward()
-            value, grad = jax.value_and_grad(
-                lambda lp: jnp.sum(F.ctc_loss(lp, targets, il, tl, 0, red, zero_inf))
-            )(lp)
-            np.testing.assert_allclose(value, expected.sum().detach().numpy(), **VAL)
-            # NaN gradients (torch's too) without zero_infinity; zeros with it.
-            np.testing.assert_allclose(grad, x.grad.numpy(), **GRAD)
-    none = F.ctc_loss(lp, targets, il, tl, reduction="none")
-    assert np.isinf(none[0]) and np.isinf(none[2])
-
-
-def test_ctc_empty_targets_unbatched_and_length_types():
-    rng = np.random.default_rng(6)
-    lp = np.asarray(jax.nn.log_softmax(_r(rng, 5, 2, 3), axis=-1))
-    empty = np.zeros((2, 0), np.int64)
-    for red in REDUCTIONS:
-        want = TF.ctc_loss(_t(lp), _t(empty), [5, 3], [0, 0], reduction=red)
-        np.testing.assert_allclose(
-            F.ctc_loss(lp, empty, [5, 3], [0, 0], reduction=red), want, **VAL
-        )
-    # Unbatched (T, C): a 1-D target is the whole (concatenated) target; lengths as 0-d or (1,).
+    # Unbatched (T, C): a 1-D target is the whole (concatenated) target; lengths as 0-d arrays,
+    # 1-tuples, ints or JAX arrays; 'none' gives a scalar.
     tg = np.array([1, 2])
-    want = TF.ctc_loss(_t(lp[:, 0]), _t(tg), torch.tensor(5), torch.tensor(2), reduction="none")
-    for il, tl in (
-        (np.array(5), np.array(2)),
-        ((5,), (2,)),
-        (5, 2),
-        (jnp.array([5]), jnp.array([2])),
+    want = TF.ctc_loss(_t(lp[:, 0]), _t(tg), torch.tensor(7), torch.tensor(2), reduction="none")
+    for il1, tl1 in (
+        (np.array(7), np.array(2)),
+        ((7,), (2,)),
+        (7, 2),
+        (jnp.array([7]), jnp.array([2])),
     ):
-        got = F.ctc_loss(lp[:, 0], tg, il, tl, reduction="none")
+        got = F.ctc_loss(lp[:, 0], tg, il1, tl1, reduction="none")
         assert got.shape == ()
         np.testing.assert_allclose(got, want, **VAL)
     # torch tensors as lengths (what a torch user passes).
-    got = F.ctc_loss(lp, np.array([[1, 2], [2, 0]]), torch.tensor([5, 4]), torch.tensor([2, 1]))
-    want = TF.ctc_loss(
-        _t(lp), torch.tensor([[1, 2], [2, 0]]), torch.tensor([5, 4]), torch.tensor([2, 1])
+    got = F.ctc_loss(lp, targets, torch.tensor(il), torch.tensor(tl), blank=3)
+    np.testing.assert_allclose(
+        got, TF.ctc_loss(_t(lp), _t(targets), _t(il), _t(tl), blank=3), **VAL
     )
-    np.testing.assert_allclose(got, want, **VAL)
 
 
-def test_ctc_jits_with_traced_lengths_and_vmaps():
+def test_ctc_traced_concatenated_targets_and_vmap():
     rng = np.random.default_rng(7)
     lp = np.asarray(jax.nn.log_softmax(_r(rng, 8, 3, 5), axis=-1))
     targets = rng.integers(1, 5, (3, 4))
@@ -634,23 +605,25 @@ def test_ctc_jits_with_traced_lengths_and_vmaps():
     x = torch.tensor(lp, requires_grad=True)
     expected = TF.ctc_loss(x, _t(targets), _t(il), _t(tl))
     expected.backward()
-    for tg in (targets, cat):  # with traced lengths, concatenated targets pad to their total
-        step = jax.jit(jax.value_and_grad(lambda lp, il, tl, tg=tg: F.ctc_loss(lp, tg, il, tl)))
-        value, grad = step(lp, il, tl)
-        np.testing.assert_allclose(value, expected.detach().numpy(), **VAL)
-        np.testing.assert_allclose(grad, x.grad.numpy(), **GRAD)
-    # vmap over the batch of unbatched problems equals the batched 'none' result.
+    # With traced lengths, concatenated targets are gathered at traced offsets.
+    value, grad = jax.jit(jax.value_and_grad(lambda lp, il, tl: F.ctc_loss(lp, cat, il, tl)))(
+        lp, il, tl
+    )
+    np.testing.assert_allclose(value, expected.detach().numpy(), **VAL)
+    np.testing.assert_allclose(grad, x.grad.numpy(), **GRAD)
+    # vmap over unbatched problems equals the batched 'none' result.
     per = jax.vmap(
-        lambda lp, tg, il, tl: F.ctc_loss(lp, tg[None], il[None], tl[None], reduction="none"),
+        lambda lp, tg, il, tl: F.ctc_loss(lp, tg, il[None], tl[None], reduction="none"),
         in_axes=(1, 0, 0, 0),
     )(lp, targets, il, tl)
-    np.testing.assert_allclose(per, F.ctc_loss(lp, targets, il, tl, reduction="none"), **VAL)
+    want = TF.ctc_loss(_t(lp), _t(targets), _t(il), _t(tl), reduction="none").numpy()
+    np.testing.assert_allclose(per, want, **VAL)
 
 
 CTC_ERRORS = [
     ((6, 2, 5), _i(2, 3), [6, 5], [3, 2], {"reduction": "x"}),
-    ((6, 2, 5), _i(2, 3), np.array([6.0, 5.0]), [3, 2], {}),
-    ((6, 2, 5), _i(2, 3), [6, 5], np.array([3.0, 2.0]), {}),
+    ((6, 2, 5), _i(2, 3), np.array([6.0, 5.0]), np.array([3, 2]), {}),
+    ((6, 2, 5), _i(2, 3), np.array([6, 5]), np.array([3.0, 2.0]), {}),
     ((6, 2, 5), _i(1), [6, 5], [3, 2], {}),
     ((6, 2, 5), _i(2, 3), [6, 5], [3, 2], {"blank": 5}),
     ((6, 2, 5), _i(2, 3), [6, 5], [3, 2], {"blank": -1}),
@@ -692,7 +665,7 @@ def test_ctc_integer_log_probs_and_out_of_range_targets():
 
 def test_nll_and_cross_entropy_kdim_weights_ignore_index():
     rng = np.random.default_rng(9)
-    for k, shape in enumerate([(3, 4, 5), (2, 4, 3, 2, 2), (4,), (2, 4, 3, 3)]):
+    for k, shape in enumerate([(3, 4, 5), (2, 4, 3, 2, 2)]):
         c = shape[0] if len(shape) == 1 else shape[1]
         tshape = () if len(shape) == 1 else (shape[0], *shape[2:])
         x = _r(rng, *shape)
@@ -708,8 +681,8 @@ def test_nll_and_cross_entropy_kdim_weights_ignore_index():
                 (F.cross_entropy, TF.cross_entropy, x),
             ):
                 _parity(
-                    lambda a, b, fn=fn, red=red, ignore=ignore: fn(a, b, w, ignore_index=ignore, reduction=red),
-                    lambda a, b, tfn=tfn, red=red, ignore=ignore: tfn(a, b, wt, ignore_index=ignore, reduction=red),
+                    partial(fn, weight=w, ignore_index=ignore, reduction=red),
+                    partial(tfn, weight=wt, ignore_index=ignore, reduction=red),
                     [inp.astype(np.float32), y.astype(np.int32)],
                     (0,),
                     rng,
@@ -776,7 +749,7 @@ def test_module_matches_torch_and_from_torch_twins_it(name, kwargs, kind):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         want = theirs(*[_t(a) for a in args])
-        got = jax.jit(lambda m, *a: m(*a))(ours, *args)
+        got = ours(*args)
     np.testing.assert_allclose(got, want.numpy(), **VAL)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     for key, value in theirs.state_dict().items():
@@ -790,7 +763,8 @@ def test_module_matches_torch_and_from_torch_twins_it(name, kwargs, kind):
     assert type(twin) is type(ours)
     for attr in ("reduction", "margin", "p", "eps", "swap", "beta", "delta", "log_target", "log_input", "full", "blank", "zero_infinity"):  # fmt: skip
         assert getattr(twin, attr, None) == getattr(theirs, attr, None)
-    np.testing.assert_allclose(twin(*args), want.numpy(), **VAL)
+    if name != "CTCLoss":  # (an eager CTC call compiles its scans again: the options suffice)
+        np.testing.assert_allclose(twin(*args), want.numpy(), **VAL)
 
 
 def test_weighted_loss_buffers_travel_with_a_model():

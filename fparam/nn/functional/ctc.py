@@ -225,6 +225,10 @@ def _ctc_nll_bwd(
 
 _ctc_nll.defvjp(_ctc_nll_fwd, _ctc_nll_bwd)
 
+# Compiled once per shape: an eager call would otherwise trace and compile both scans anew each
+# time (inside a user's jit this is simply inlined).
+_ctc_nll_compiled = jax.jit(_ctc_nll, static_argnums=(4,))
+
 
 def ctc_loss(
     log_probs: jax.Array,
@@ -338,7 +342,9 @@ def ctc_loss(
             nll = jnp.where(nll == jnp.inf, 0, nll)
         nll = nll + 0 * jnp.sum(lp_j)
     else:
-        nll = _ctc_nll(lp_j, labels, jnp.asarray(ilens, jnp.int32), tlens_j, bool(zero_infinity))
+        nll = _ctc_nll_compiled(
+            lp_j, labels, jnp.asarray(ilens, jnp.int32), tlens_j, bool(zero_infinity)
+        )
     if reduction == "mean":
         return jnp.mean(nll / jnp.maximum(tlens_j, 1).astype(nll.dtype))
     if reduction == "sum":

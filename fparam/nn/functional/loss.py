@@ -809,7 +809,7 @@ def _warn_size(input: Any, target: Any) -> None:
                 target=_torch_size(target.shape), input=_torch_size(input.shape)
             ),
             UserWarning,
-            stacklevel=4,
+            stacklevel=3,
         )
 
 
@@ -890,7 +890,7 @@ def kl_div(
     for x in (input, target):
         if not jnp.issubdtype(x.dtype, jnp.inexact):
             raise RuntimeError(_KL_INTEGRAL)
-    _broadcast_shape(input.shape, target.shape)
+    _broadcast_shape(target.shape, input.shape)
     ndim = input.ndim
     batch = input.shape[0] if ndim else 1
     input, target = _broadcast(jnp.asarray(input), jnp.asarray(target))
@@ -1535,7 +1535,7 @@ def poisson_nll_loss(
     V.check_number("poisson_nll_loss()", "eps", eps)
     _check_reduction(reduction)
     x, t = _view(input), _view(target)
-    _broadcast_shape(x.shape, t.shape)
+    _broadcast_shape(t.shape, x.shape)
     x, t = _broadcast(_float(x), _float(t))
     eps = _scalar(eps)
     if log_input:
