@@ -806,3 +806,41 @@ def test_jitted_train_step_through_new_losses():
     np.testing.assert_allclose(loss, want.item(), **VAL)
     np.testing.assert_allclose(grads.weight, ref.weight.grad.numpy(), **GRAD)
     np.testing.assert_allclose(grads.bias, ref.bias.grad.numpy(), **GRAD)
+
+
+def test_every_family_under_one_jit_and_grad():
+    """The embedding, triplet, likelihood and remaining margin/regression losses, differentiated
+    together under one ``jax.jit(jax.grad(...))``, against torch autograd."""
+    rng = np.random.default_rng(13)
+    a, b, c = _r(rng, 4, 5), _r(rng, 4, 5), _r(rng, 4, 5)
+    sign, labels = (
+        _sign(rng, 4),
+        np.array([[1, 3, -1, 0, 0], [0, -1, 2, 2, 2], [4, 3, 2, 1, 0], [-1, 0, 0, 0, 0]]),
+    )
+    var = rng.uniform(0.1, 1, (4, 1)).astype(np.float32)
+
+    pm, b01 = _sign(rng, 4, 5), (b > 0).astype(np.float32)
+
+    def total(lib, a, b, c, sign, labels, var, counts, pm, b01):
+        return (
+            lib.triplet_margin_loss(a, b, c, 1.5, 2, 1e-6, True)
+            + lib.triplet_margin_with_distance_loss(a, b, c, margin=0.5)
+            + lib.cosine_embedding_loss(a, b, sign, 0.1)
+            + lib.hinge_embedding_loss(a, pm, 0.5)
+            + lib.margin_ranking_loss(a, b, pm, 0.2)
+            + lib.soft_margin_loss(a, pm)
+            + lib.multilabel_soft_margin_loss(a, b01)
+            + lib.multilabel_margin_loss(a, labels)
+            + lib.huber_loss(a, b, delta=0.5)
+            + lib.poisson_nll_loss(a, counts, full=True)
+            + lib.gaussian_nll_loss(a, b, var, full=True)
+        )
+
+    counts = np.abs(3 * c)
+    grads = jax.jit(jax.grad(partial(total, F), argnums=(0, 1, 2)))(
+        a, b, c, sign, labels, var, counts, pm, b01
+    )
+    ta, tb, tc = (_t(x).requires_grad_(True) for x in (a, b, c))
+    total(TF, ta, tb, tc, _t(sign), _t(labels), _t(var), _t(counts), _t(pm), _t(b01)).backward()
+    for got, want in zip(grads, (ta, tb, tc)):
+        np.testing.assert_allclose(got, want.grad.numpy(), **GRAD)
