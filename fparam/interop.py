@@ -235,6 +235,45 @@ _BUILDERS.update(
         ),
     }
 )
+# Losses with constructor state. TripletMarginWithDistanceLoss has none: torch holds its
+# distance function (a PairwiseDistance child by default, or a torch callable) which has no
+# fparam twin.
+_BUILDERS.update(
+    {
+        "KLDivLoss": lambda nn, m: nn.KLDivLoss(reduction=m.reduction, log_target=m.log_target),
+        "SmoothL1Loss": lambda nn, m: nn.SmoothL1Loss(reduction=m.reduction, beta=m.beta),
+        "HuberLoss": lambda nn, m: nn.HuberLoss(reduction=m.reduction, delta=m.delta),
+        "SoftMarginLoss": lambda nn, m: nn.SoftMarginLoss(reduction=m.reduction),
+        "MultiLabelSoftMarginLoss": lambda nn, m: nn.MultiLabelSoftMarginLoss(
+            weight=_weight(m), reduction=m.reduction
+        ),
+        "MultiLabelMarginLoss": lambda nn, m: nn.MultiLabelMarginLoss(reduction=m.reduction),
+        "MultiMarginLoss": lambda nn, m: nn.MultiMarginLoss(
+            p=m.p, margin=m.margin, weight=_weight(m), reduction=m.reduction
+        ),
+        "MarginRankingLoss": lambda nn, m: nn.MarginRankingLoss(
+            margin=m.margin, reduction=m.reduction
+        ),
+        "HingeEmbeddingLoss": lambda nn, m: nn.HingeEmbeddingLoss(
+            margin=m.margin, reduction=m.reduction
+        ),
+        "CosineEmbeddingLoss": lambda nn, m: nn.CosineEmbeddingLoss(
+            margin=m.margin, reduction=m.reduction
+        ),
+        "TripletMarginLoss": lambda nn, m: nn.TripletMarginLoss(
+            margin=m.margin, p=m.p, eps=m.eps, swap=m.swap, reduction=m.reduction
+        ),
+        "PoissonNLLLoss": lambda nn, m: nn.PoissonNLLLoss(
+            log_input=m.log_input, full=m.full, eps=m.eps, reduction=m.reduction
+        ),
+        "GaussianNLLLoss": lambda nn, m: nn.GaussianNLLLoss(
+            full=m.full, eps=m.eps, reduction=m.reduction
+        ),
+        "CTCLoss": lambda nn, m: nn.CTCLoss(
+            blank=m.blank, reduction=m.reduction, zero_infinity=m.zero_infinity
+        ),
+    }
+)
 
 _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 

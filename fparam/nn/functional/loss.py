@@ -19,6 +19,8 @@ Divergences from torch, on purpose:
 
 from __future__ import annotations
 
+import functools
+import math
 import operator
 import warnings
 from collections.abc import Sequence
@@ -33,10 +35,24 @@ from fparam.nn import _validation as V
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "cosine_embedding_loss",
     "cross_entropy",
+    "gaussian_nll_loss",
+    "hinge_embedding_loss",
+    "huber_loss",
+    "kl_div",
     "l1_loss",
+    "margin_ranking_loss",
     "mse_loss",
+    "multi_margin_loss",
+    "multilabel_margin_loss",
+    "multilabel_soft_margin_loss",
     "nll_loss",
+    "poisson_nll_loss",
+    "smooth_l1_loss",
+    "soft_margin_loss",
+    "triplet_margin_loss",
+    "triplet_margin_with_distance_loss",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -726,4 +742,870 @@ def binary_cross_entropy_with_logits(
     loss = (1 - target) * input - log_sigmoid
     if weight is not None:
         loss = loss * _expand_to(jnp.asarray(weight), input.shape, x_is_a=False)
+    return _reduce(loss, reduction)
+
+
+# --------------------------------------------------------------------------------------------
+# More losses (torch/nn/functional.py and aten/src/ATen/native/Loss*.cpp): regression, KL,
+# margin and embedding losses, Poisson and Gaussian likelihoods. Same conventions as above:
+# checks at trace time with torch's types and wording, options after torch's positional prefix
+# (the arguments before ``size_average``) are keyword-only, no ``size_average``/``reduce``.
+
+_KL_MEAN_WARNING = (
+    "reduction: 'mean' divides the total loss by both the batch size and the support size."
+    "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+    "'mean' will be changed to behave the same as 'batchmean' in the next major release."
+)
+_KL_INTEGRAL = "kl_div: Integral inputs not supported."
+_BAD_REDUCTION_SHORT = "{reduction} is not valid"
+_HUBER_BAD_REDUCTION = "Invalid reduction mode: {reduction}. Expected one of 'none', 'mean', 'sum'."
+_NEGATIVE_BETA = "smooth_l1_loss does not support negative values for beta."
+_NONPOSITIVE_DELTA = "huber_loss does not support non-positive values for delta."
+_RESULT_CAST = "result type Float can't be cast to the desired output type {dtype}"
+_NO_DIMS_CLASS = "Dimension specified as -1 but tensor has no dimensions"
+_NON_EMPTY = "Expected non-empty vector or matrix with optional 0-dim batch size, but got: {shape}"
+_MULTILABEL_TARGET = "inconsistent target size: {target} for input of size: {input}"
+_MULTILABEL_RANGE = "argument #2 'target' is out of range"
+_LONG_TARGET = "expected scalar type Long but found {dtype}"
+_MARGIN_P = "only p == 1 and p == 2 supported"
+_MARGIN_WEIGHT_DIM = "weight must be one-dimensional"
+_MARGIN_WEIGHT_SIZE = "inconsistent weight size, expected {c} but got {shape}"
+_MARGIN_TARGET = (
+    "multi_margin_loss: target tensor should be 1-D with size equal to the number of input "
+    "samples (batch size). Expected target size [{n}], but got {got}. Input has shape {shape}."
+)
+_MARGIN_RANGE = "target out of range"
+_RANKING_DIMS = (
+    "margin_ranking_loss : All input tensors should have same dimension but got sizes: "
+    "input1: {a}, input2: {b}, target: {t} "
+)
+_COSINE_TARGET_1D = (
+    "1D target tensor expects 2D input tensors, but found inputs with sizes {a} and {b}."
+)
+_COSINE_TARGET_0D = (
+    "0D target tensor expects 1D input tensors, but found inputs with sizes {a} and {b}."
+)
+_TRIPLET_MARGIN = "margin must be greater than 0, got {margin}"
+_TRIPLET_DIMS = (
+    "The anchor, positive, and negative tensors are expected to have the same number of "
+    "dimensions, but got: anchor {a}D, positive {p}D, and negative {n}D inputs"
+)
+_VAR_NEGATIVE = "var has negative entry/entries"
+_VAR_SIZE = "var is of incorrect size"
+
+# torch's cosine_embedding_loss adds it to each squared magnitude.
+_COSINE_EPSILON = 1e-12
+
+
+def _check_reduction_as(reduction: str, message: str = _BAD_REDUCTION) -> None:
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(message.format(reduction=reduction))
+
+
+def _warn_size(input: Any, target: Any) -> None:
+    if target.shape != input.shape:
+        warnings.warn(
+            _SIZE_BROADCAST_WARNING.format(
+                target=_torch_size(target.shape), input=_torch_size(input.shape)
+            ),
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _float(x: Any) -> jax.Array:
+    """``x`` as a JAX array; integer and bool arrays become JAX's default float (as torch promotes
+    them in these losses' arithmetic)."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def _broadcast(*xs: jax.Array) -> list[jax.Array]:
+    """``xs`` broadcast to their common shape explicitly (strict rank promotion is respected)."""
+    shape = functools.reduce(_broadcast_shape, [x.shape for x in xs])
+    return [jnp.broadcast_to(x, shape) for x in xs]
+
+
+def _relu_ge(x: jax.Array) -> jax.Array:
+    """``x.clamp_min(0)``: torch's gradient is 1 at 0 (``jnp.maximum`` would give 1/2)."""
+    return jnp.where(x >= 0, x, jnp.zeros_like(x))
+
+
+def _relu_gt(x: jax.Array) -> jax.Array:
+    """``z if z > 0 else 0`` as torch's margin kernels write it: gradient 0 at 0."""
+    return jnp.where(x > 0, x, jnp.zeros_like(x))
+
+
+def _abs0(x: jax.Array) -> jax.Array:
+    """``|x|`` with torch's subgradient 0 at 0."""
+    return jnp.where(x == 0, jnp.zeros_like(x), jnp.abs(x))
+
+
+def _concrete(x: Any) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _scalar(value: Any) -> Any:
+    """A number option as a Python float (weakly typed, so it never promotes the loss's dtype);
+    a JAX array (maybe traced) is kept as it is."""
+    return value if isinstance(value, jax.Array) else float(value)
+
+
+def kl_div(
+    input: jax.Array,
+    target: jax.Array,
+    *,
+    reduction: str = "mean",
+    log_target: bool = False,
+) -> jax.Array:
+    """Kullback-Leibler divergence, like ``torch.nn.functional.kl_div``.
+
+    ``l = target * (log(target) - input)`` (``xlogy``: 0 where ``target == 0``), or with
+    ``log_target=True``, ``l = exp(target) * (target - input)``. ``input`` holds
+    log-probabilities. ``input`` and ``target`` broadcast against each other (no warning, as in
+    torch).
+
+    **Arguments:**
+
+    - `input`: log-probabilities, floating.
+    - `target`: probabilities (or log-probabilities with ``log_target``), floating.
+    - `reduction`: ``'mean'`` (default: the mean over **all** elements, with torch's
+      ``UserWarning`` that it is not the KL divergence), ``'batchmean'`` (the sum divided by
+      ``input.shape[0]``; the sum for a 0-d input), ``'sum'`` or ``'none'``.
+    - `log_target`: whether ``target`` is in log space.
+
+    **Returns:**
+
+    A scalar, or the elementwise loss for ``'none'``.
+    """
+    V.check_array("kl_div()", "input", input)
+    V.check_array("kl_div()", "target", target)
+    if reduction == "mean":
+        warnings.warn(_KL_MEAN_WARNING, UserWarning, stacklevel=2)
+    if reduction != "batchmean":
+        _check_reduction(reduction)
+    input, target = _view(input), _view(target)
+    for x in (input, target):
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            raise RuntimeError(_KL_INTEGRAL)
+    _broadcast_shape(target.shape, input.shape)
+    ndim = input.ndim
+    batch = input.shape[0] if ndim else 1
+    input, target = _broadcast(jnp.asarray(input), jnp.asarray(target))
+    if log_target:
+        loss = jnp.exp(target) * (target - input)
+    else:
+        loss = jax.scipy.special.xlogy(target, target) - target * input
+    if reduction == "batchmean":
+        total = jnp.sum(loss)
+        return total / batch if ndim else total
+    return _reduce(loss, reduction)
+
+
+def smooth_l1_loss(
+    input: jax.Array,
+    target: jax.Array,
+    *,
+    reduction: str = "mean",
+    beta: float = 1.0,
+) -> jax.Array:
+    """Smooth L1 loss, like ``torch.nn.functional.smooth_l1_loss``.
+
+    With ``d = |input - target|``: ``0.5 d² / beta`` where ``d < beta``, else ``d - 0.5 beta``;
+    ``beta = 0`` is exactly `l1_loss` (gradient 0 at ``d = 0``). A target of another shape
+    broadcasts with torch's ``UserWarning``.
+
+    **Arguments:**
+
+    - `input`, `target`: floating arrays of the same (or broadcastable) shape.
+    - `reduction`: ``'mean'`` (default), ``'sum'`` or ``'none'``.
+    - `beta`: the threshold, ``>= 0`` (a negative value raises torch's ``RuntimeError``).
+
+    **Returns:**
+
+    A scalar, or the elementwise loss for ``'none'``.
+    """
+    V.check_array("smooth_l1_loss()", "input", input)
+    V.check_array("smooth_l1_loss()", "target", target)
+    V.check_number("smooth_l1_loss()", "beta", beta)
+    input, target = _view(input), _view(target)
+    _warn_size(input, target)
+    _check_reduction(reduction)
+    shape = _broadcast_shape(input.shape, target.shape)
+    beta = _scalar(beta)
+    if _concrete(beta) and float(beta) == 0.0:
+        _check_floating(input, "l1")
+        diff = jnp.broadcast_to(jnp.asarray(input), shape) - jnp.broadcast_to(
+            jnp.asarray(target), shape
+        )
+        return _reduce(_abs0(diff), reduction)
+    _check_floating(input, "smooth_l1_cpu")
+    if _concrete(beta) and float(beta) < 0:
+        raise RuntimeError(_NEGATIVE_BETA)
+    diff = jnp.broadcast_to(jnp.asarray(input), shape) - jnp.broadcast_to(
+        jnp.asarray(target), shape
+    )
+    d = jnp.abs(diff)
+    loss = jnp.where(d < beta, 0.5 * diff * diff / beta, d - 0.5 * beta)
+    return _reduce(loss, reduction)
+
+
+def huber_loss(
+    input: jax.Array,
+    target: jax.Array,
+    reduction: str = "mean",
+    delta: float = 1.0,
+    weight: jax.Array | None = None,
+) -> jax.Array:
+    """Huber loss, like ``torch.nn.functional.huber_loss``.
+
+    With ``d = |input - target|``: ``0.5 d²`` where ``d < delta``, else
+    ``delta (d - 0.5 delta)`` (``= delta * smooth_l1_loss(beta=delta)``). A target of another
+    shape broadcasts with torch's ``UserWarning``.
+
+    **Arguments:**
+
+    - `input`, `target`: floating arrays of the same (or broadcastable) shape.
+    - `reduction`: ``'mean'`` (default), ``'sum'`` or ``'none'``.
+    - `delta`: the threshold, ``> 0`` (else torch's ``RuntimeError``).
+    - `weight`: optional per-element weights of the input's shape; the loss is multiplied by it
+      and ``'mean'`` stays the plain mean (torch's rule, unlike `mse_loss`'s weighted mean).
+
+    **Returns:**
+
+    A scalar, or the elementwise loss for ``'none'``.
+    """
+    V.check_array("huber_loss()", "input", input)
+    V.check_array("huber_loss()", "target", target)
+    V.check_number("huber_loss()", "delta", delta)
+    V.check_optional_array("huber_loss()", "weight", weight)
+    input, target = _view(input), _view(target)
+    _warn_size(input, target)
+    if weight is None:
+        _check_reduction(reduction)
+    shape = _broadcast_shape(input.shape, target.shape)
+    _check_floating(input, "huber_cpu")
+    delta = _scalar(delta)
+    if _concrete(delta) and float(delta) <= 0:
+        raise RuntimeError(_NONPOSITIVE_DELTA)
+    diff = jnp.broadcast_to(jnp.asarray(input), shape) - jnp.broadcast_to(
+        jnp.asarray(target), shape
+    )
+    d = jnp.abs(diff)
+    loss = jnp.where(d < delta, 0.5 * diff * diff, delta * (d - 0.5 * delta))
+    if weight is None:
+        return _reduce(loss, reduction)
+    weight = _view(weight)
+    if weight.shape != input.shape:
+        raise ValueError(_WEIGHT_SIZE)
+    _check_reduction_as(reduction, _HUBER_BAD_REDUCTION)
+    loss, weight = _broadcast(loss, jnp.asarray(weight))
+    return _reduce(loss * weight, reduction)
+
+
+def soft_margin_loss(
+    input: jax.Array,
+    target: jax.Array,
+    *,
+    reduction: str = "mean",
+) -> jax.Array:
+    """Two-class logistic loss ``log(1 + exp(-target * input))``, like torch's
+    ``soft_margin_loss``.
+
+    ``target`` (usually ±1) is broadcast to the input's shape (a target that would grow the
+    result raises torch's ``RuntimeError``). Computed as ``softplus(-target * input)``: where
+    torch's ``log1p(exp(.))`` overflows to ``inf`` (``-target * input`` above ~88 in float32),
+    this gives the finite value.
+
+    **Arguments:**
+
+    - `input`: floating scores.
+    - `target`: labels broadcastable to the input's shape.
+    - `reduction`: ``'mean'`` (default), ``'sum'`` or ``'none'``.
+
+    **Returns:**
+
+    A scalar, or the elementwise loss for ``'none'``.
+    """
+    V.check_array("soft_margin_loss()", "input", input)
+    V.check_array("soft_margin_loss()", "target", target)
+    _check_reduction(reduction)
+    input, target = _view(input), _view(target)
+    if not jnp.issubdtype(input.dtype, jnp.inexact):
+        raise RuntimeError(_RESULT_CAST.format(dtype=_dtype_name(input.dtype)))
+    input = jnp.asarray(input)
+    target = _expand_to(jnp.asarray(target), input.shape, x_is_a=False).astype(input.dtype)
+    return _reduce(jax.nn.softplus(-target * input), reduction)
+
+
+def multilabel_soft_margin_loss(
+    input: jax.Array,
+    target: jax.Array,
+    weight: jax.Array | None = None,
+    *,
+    reduction: str = "mean",
+) -> jax.Array:
+    """Multi-label one-versus-all logistic loss, like torch's ``multilabel_soft_margin_loss``.
+
+    ``l = -(t log σ(x) + (1 - t) log σ(-x)) * weight``, summed over the input's last axis and
+    divided by its size ``C``; ``target`` and ``weight`` broadcast as in torch (a ``weight`` with
+    more axes gives a larger result, torch's rule).
+
+    **Arguments:**
+
+    - `input`: floating scores ``(C)`` or ``(N, C)`` (the last axis is the class axis).
+    - `target`: 0/1 labels (any real dtype) broadcastable with the input.
+    - `weight`: optional class weights broadcastable with the loss (typically ``(C,)``).
+    - `reduction`: ``'mean'`` (default), ``'sum'`` or ``'none'`` (else torch's ``ValueError``).
+
+    **Returns:**
+
+    A scalar, or the per-sample loss (the input's shape without its last axis) for ``'none'``.
+    """
+    V.check_array("multilabel_soft_margin_loss()", "input", input)
+    V.check_array("multilabel_soft_margin_loss()", "target", target)
+    V.check_optional_array("multilabel_soft_margin_loss()", "weight", weight)
+    input, target = _view(input), _view(target)
+    shape = _broadcast_shape(input.shape, target.shape)
+    if weight is not None:
+        weight = _view(weight)
+        shape = _broadcast_shape(shape, weight.shape)
+    if input.ndim == 0:
+        raise IndexError(_NO_DIMS_CLASS)
+    _check_reduction_as(reduction, _BAD_REDUCTION_SHORT)
+    x, t = (jnp.broadcast_to(a, shape) for a in (_float(input), _float(target)))
+    loss = -(t * jax.nn.log_sigmoid(x) + (1 - t) * jax.nn.log_sigmoid(-x))
+    if weight is not None:
+        loss = loss * jnp.broadcast_to(jnp.asarray(weight), shape)
+    # torch sums over axis `input.ndim - 1` of the (maybe larger) broadcast loss.
+    loss = jnp.sum(loss, axis=input.ndim - 1) / input.shape[-1]
+    return _reduce(loss, reduction)
+
+
+def _check_index_dtype(target: Any) -> None:
+    if not jnp.issubdtype(target.dtype, jnp.integer):
+        raise RuntimeError(_LONG_TARGET.format(dtype=_dtype_name(target.dtype)))
+
+
+def _check_margin_input(input: Any) -> tuple[int, int]:
+    """torch's ``multi*_margin_loss_shape_check`` on the input: (frames, classes)."""
+    ndim = input.ndim
+    if not (
+        (ndim == 2 and input.shape[1] != 0) or (ndim == 1 and input.shape[0] != 0) or ndim == 0
+    ):
+        raise RuntimeError(_NON_EMPTY.format(shape=_sizes(input.shape)))
+    if ndim <= 1:
+        return 1, (1 if ndim == 0 else input.shape[0])
+    return input.shape[0], input.shape[1]
+
+
+def multilabel_margin_loss(
+    input: jax.Array,
+    target: jax.Array,
+    *,
+    reduction: str = "mean",
+) -> jax.Array:
+    """Multi-class multi-label hinge loss, like ``torch.nn.functional.multilabel_margin_loss``.
+
+    For each sample, the target classes are the entries of ``target`` before its first negative
+    value (torch pads with -1); ``l = Σ_j Σ_{i not a target} max(0, 1 - (x[y_j] - x[i])) / C``
+    (a repeated target counts once per occurrence, as in torch; the gradient is 0 at the hinge).
+
+    **Arguments:**
+
+    - `input`: floating scores ``(C)`` or ``(N, C)`` (a 0-d input is one class), ``C > 0``.
+    - `target`: integer class indices of the input's shape (any integer dtype; torch wants
+      int64). With a concrete target, values outside ``[-1, C)`` raise torch's
+      ``RuntimeError``; under ``jit`` they cannot be checked (negative values end the list,
+      too-large ones are clipped).
+    - `reduction`: ``'mean'`` (default; over samples), ``'sum'`` or ``'none'``.
+
+    **Returns:**
+
+    A scalar, or ``(N,)`` for ``'none'`` with a 2-D input.
+    """
+    V.check_array("multilabel_margin_loss()", "input", input)
+    V.check_array("multilabel_margin_loss()", "target", target)
+    _check_reduction(reduction)
+    input, target = _view(input), _view(target)
+    _check_floating(input, "multilabel_margin_loss_forward_out_frame")
+    frames, classes = _check_margin_input(input)
+    if input.ndim <= 1:
+        ok = target.ndim <= 1 and target.size == classes
+    else:
+        ok = target.shape == input.shape
+    if not ok:
+        raise RuntimeError(
+            _MULTILABEL_TARGET.format(target=_sizes(target.shape), input=_sizes(input.shape))
+        )
+    _check_index_dtype(target)
+    if _concrete(target) and target.size:
+        values = np.asarray(target).astype(np.int64)
+        if values.min() < -1 or values.max() >= classes:
+            raise RuntimeError(_MULTILABEL_RANGE)
+    x = jnp.asarray(input).reshape(frames, classes)
+    y = jnp.asarray(target).reshape(frames, classes).astype(jnp.int32)
+    listed = jnp.cumprod(y >= 0, axis=1).astype(bool)  # entries before the first negative
+    safe = jnp.clip(y, 0, classes - 1)
+    one_hot = (safe[:, :, None] == jnp.arange(classes)[None, None, :]) & listed[:, :, None]
+    is_target = jnp.any(one_hot, axis=1)  # (N, C)
+    x_target = jnp.take_along_axis(x, safe, axis=1)  # (N, C_j)
+    z = 1 - x_target[:, :, None] + x[:, None, :]
+    keep = listed[:, :, None] & ~is_target[:, None, :]
+    loss = jnp.sum(jnp.where(keep, _relu_gt(z), 0), axis=(1, 2)) / classes
+    if reduction == "none":
+        return loss if input.ndim == 2 else loss.reshape(())
+    return _reduce(loss, reduction)
+
+
+def multi_margin_loss(
+    input: jax.Array,
+    target: jax.Array,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: jax.Array | None = None,
+    *,
+    reduction: str = "mean",
+) -> jax.Array:
+    """Multi-class hinge loss, like ``torch.nn.functional.multi_margin_loss``.
+
+    ``l = Σ_{i != y} weight[y] * max(0, margin - x[y] + x[i])^p / C`` (torch's kernel: the weight
+    multiplies the powered hinge; the gradient is 0 at the hinge).
+
+    **Arguments:**
+
+    - `input`: floating scores ``(C)`` or ``(N, C)`` (a 0-d input is one class), ``C > 0``.
+    - `target`: integer class indices, 1-D with ``N`` entries (``()`` or ``(1,)`` for an unbatched
+      input). Any integer dtype (torch wants int64). A concrete index outside ``[0, C)`` raises
+      torch's ``RuntimeError``; under ``jit`` it is clipped.
+    - `p`: 1 or 2.
+    - `margin`: the margin.
+    - `weight`: optional ``(C,)`` class weights, the input's dtype.
+    - `reduction`: ``'mean'`` (default; over samples), ``'sum'`` or ``'none'``.
+
+    **Returns:**
+
+    A scalar, or the per-sample loss of the target's shape for ``'none'``.
+    """
+    V.check_array("multi_margin_loss()", "input", input)
+    V.check_array("multi_margin_loss()", "target", target)
+    V.check_number("multi_margin_loss()", "margin", margin)
+    V.check_optional_array("multi_margin_loss()", "weight", weight)
+    _check_reduction(reduction)
+    if p != 1 and p != 2:
+        raise ValueError(_MARGIN_P)
+    input, target = _view(input), _view(target)
+    if weight is not None:
+        weight = _view(weight)
+        if weight.ndim != 1:
+            raise ValueError(_MARGIN_WEIGHT_DIM)
+    _check_floating(input, "multi_margin_loss_cpu_kernel")
+    frames, classes = _check_margin_input(input)
+    if not (target.ndim <= 1 and target.size == frames):
+        raise RuntimeError(
+            _MARGIN_TARGET.format(n=frames, got=_sizes(target.shape), shape=_sizes(input.shape))
+        )
+    if weight is not None:
+        if weight.size != classes:
+            raise RuntimeError(_MARGIN_WEIGHT_SIZE.format(c=classes, shape=_sizes(weight.shape)))
+        _check_weight_dtype(weight, input)
+    _check_index_dtype(target)
+    if _concrete(target) and target.size:
+        values = np.asarray(target).astype(np.int64)
+        if values.min() < 0 or values.max() >= classes:
+            raise RuntimeError(_MARGIN_RANGE)
+    x = jnp.asarray(input).reshape(frames, classes)
+    y = jnp.clip(jnp.asarray(target).reshape(frames).astype(jnp.int32), 0, classes - 1)
+    x_target = jnp.take_along_axis(x, y[:, None], axis=1)
+    h = _relu_gt(_scalar(margin) - x_target + x)
+    if p == 2:
+        h = h * h
+    if weight is not None:
+        h = h * jnp.take(jnp.asarray(weight), y)[:, None]
+    h = jnp.where(jnp.arange(classes)[None, :] == y[:, None], 0, h)
+    loss = jnp.sum(h, axis=1) / classes
+    if reduction == "none":
+        return loss.reshape(target.shape)
+    return _reduce(loss, reduction)
+
+
+def margin_ranking_loss(
+    input1: jax.Array,
+    input2: jax.Array,
+    target: jax.Array,
+    margin: float = 0.0,
+    *,
+    reduction: str = "mean",
+) -> jax.Array:
+    """Ranking hinge ``max(0, -target * (input1 - input2) + margin)``, like torch's
+    ``margin_ranking_loss``.
+
+    The three arrays must have the same number of axes (torch's ``RuntimeError``) and broadcast
+    against each other. The gradient at the hinge is torch's ``clamp_min``'s (1).
+
+    **Arguments:**
+
+    - `input1`, `input2`: scores.
+    - `target`: ±1 labels.
+    - `margin`: the margin (default 0).
+    - `reduction`: ``'mean'`` (default), ``'sum'`` or ``'none'``.
+
+    **Returns:**
+
+    A scalar, or the elementwise loss for ``'none'``.
+    """
+    for name, value in (("input1", input1), ("input2", input2), ("target", target)):
+        V.check_array("margin_ranking_loss()", name, value)
+    V.check_number("margin_ranking_loss()", "margin", margin)
+    _check_reduction(reduction)
+    a, b, t = _view(input1), _view(input2), _view(target)
+    if a.ndim != b.ndim or a.ndim != t.ndim:
+        raise RuntimeError(
+            _RANKING_DIMS.format(
+                a=_torch_size(a.shape), b=_torch_size(b.shape), t=_torch_size(t.shape)
+            )
+        )
+    _broadcast_shape(_broadcast_shape(a.shape, b.shape), t.shape)
+    a, b, t = _broadcast(_float(a), _float(b), jnp.asarray(t))
+    return _reduce(_relu_ge(-t * (a - b) + _scalar(margin)), reduction)
+
+
+def hinge_embedding_loss(
+    input: jax.Array,
+    target: jax.Array,
+    margin: float = 1.0,
+    *,
+    reduction: str = "mean",
+) -> jax.Array:
+    """Hinge embedding loss, like ``torch.nn.functional.hinge_embedding_loss``.
+
+    torch's formula: ``(target != 1) * max(0, margin - x) + (target != -1) * x`` (so ``x`` where
+    the target is 1, the hinge where it is -1); ``input`` and ``target`` broadcast.
+
+    **Arguments:**
+
+    - `input`: distances, floating.
+    - `target`: ±1 labels.
+    - `margin`: the margin (default 1).
+    - `reduction`: ``'mean'`` (default), ``'sum'`` or ``'none'``.
+
+    **Returns:**
+
+    A scalar, or the elementwise loss for ``'none'``.
+    """
+    V.check_array("hinge_embedding_loss()", "input", input)
+    V.check_array("hinge_embedding_loss()", "target", target)
+    V.check_number("hinge_embedding_loss()", "margin", margin)
+    _check_reduction(reduction)
+    x, t = _view(input), _view(target)
+    _broadcast_shape(t.shape, x.shape)
+    t, x = _broadcast(jnp.asarray(t), _float(x))
+    zero = jnp.zeros((), x.dtype)
+    loss = jnp.where(t != 1, _relu_ge(_scalar(margin) - x), zero) + jnp.where(t != -1, x, zero)
+    return _reduce(loss, reduction)
+
+
+def cosine_embedding_loss(
+    input1: jax.Array,
+    input2: jax.Array,
+    target: jax.Array,
+    margin: float = 0.0,
+    *,
+    reduction: str = "mean",
+) -> jax.Array:
+    """Cosine embedding loss, like ``torch.nn.functional.cosine_embedding_loss``.
+
+    With ``cos = <x1, x2> / sqrt((|x1|² + 1e-12)(|x2|² + 1e-12))`` along the feature axis:
+    ``1 - cos`` where ``target == 1``, ``max(0, cos - margin)`` where ``target == -1``, and 0 for
+    any other target value (torch's rule).
+
+    **Arguments:**
+
+    - `input1`, `input2`: ``(N, D)`` with a ``(N,)`` target, or ``(D,)`` with a ``()`` target
+      (torch's ``RuntimeError`` otherwise); they broadcast against each other.
+    - `target`: ±1 labels.
+    - `margin`: the margin (default 0).
+    - `reduction`: ``'mean'`` (default), ``'sum'`` or ``'none'``.
+
+    **Returns:**
+
+    A scalar, or ``(N,)`` for ``'none'``.
+    """
+    for name, value in (("input1", input1), ("input2", input2), ("target", target)):
+        V.check_array("cosine_embedding_loss()", name, value)
+    V.check_number("cosine_embedding_loss()", "margin", margin)
+    _check_reduction(reduction)
+    a, b, t = _view(input1), _view(input2), _view(target)
+    if t.ndim > 1:
+        raise RuntimeError(_MULTI_TARGET)
+    if t.ndim == 1 and not (a.ndim == 2 and b.ndim == 2):
+        raise RuntimeError(_COSINE_TARGET_1D.format(a=_sizes(a.shape), b=_sizes(b.shape)))
+    if t.ndim == 0 and not (a.ndim == 1 and b.ndim == 1):
+        raise RuntimeError(_COSINE_TARGET_0D.format(a=_sizes(a.shape), b=_sizes(b.shape)))
+    shape = _broadcast_shape(a.shape, b.shape)
+    _broadcast_shape(t.shape, shape[:-1])
+    a, b = _broadcast(_float(a), _float(b))
+    t = jnp.asarray(t)
+    axis = t.ndim
+    prod = jnp.sum(a * b, axis=axis)
+    mag1 = jnp.sum(a * a, axis=axis) + _COSINE_EPSILON
+    mag2 = jnp.sum(b * b, axis=axis) + _COSINE_EPSILON
+    t, cos = _broadcast(t, prod / jnp.sqrt(mag1 * mag2))
+    zero = jnp.zeros((), cos.dtype)
+    loss = jnp.where(t == 1, 1 - cos, zero) + jnp.where(
+        t == -1, _relu_ge(cos - _scalar(margin)), zero
+    )
+    return _reduce(loss, reduction)
+
+
+def _pairwise_distance(
+    x1: jax.Array, x2: jax.Array, p: float = 2.0, eps: float = 1e-6
+) -> jax.Array:
+    """torch's ``pairwise_distance``: ``‖x1 - x2 + eps‖_p`` over the last axis of the broadcast,
+    with torch's norm gradients (0 where the norm is 0; p=inf splits ties equally).
+
+    Private to the triplet losses: ``F.pairwise_distance`` lives in ``functional/distance.py``.
+    """
+    x1, x2 = _broadcast(x1, x2)
+    d = x1 - x2 + eps
+    if d.ndim == 0:
+        d = d[None]
+    if p == 0:
+        return jax.lax.stop_gradient(jnp.sum(d != 0, axis=-1).astype(d.dtype))
+    if p == 1:
+        return jnp.sum(_abs0(d), axis=-1)
+    if p == float("inf"):
+        return jnp.max(jnp.abs(d), axis=-1)
+    if p == float("-inf"):
+        return jnp.min(jnp.abs(d), axis=-1)
+    mag = _abs0(d)
+    if p == 2:
+        sq = jnp.sum(d * d, axis=-1)
+        safe = jnp.where(sq == 0, 1, sq)
+        return jnp.where(sq == 0, 0, jnp.sqrt(safe))
+    nonzero = mag != 0
+    safe_mag = jnp.where(nonzero, mag, 1)
+    total = jnp.sum(jnp.where(nonzero, safe_mag**p, 0), axis=-1)
+    if p < 0:
+        return total ** (1 / p)
+    safe_total = jnp.where(total == 0, 1, total)
+    return jnp.where(total == 0, 0, safe_total ** (1 / p))
+
+
+def _check_triplet(anchor: Any, positive: Any, negative: Any) -> None:
+    if not (anchor.ndim == positive.ndim == negative.ndim):
+        raise RuntimeError(_TRIPLET_DIMS.format(a=anchor.ndim, p=positive.ndim, n=negative.ndim))
+
+
+def _check_margin_positive(margin: Any) -> None:
+    if _concrete(margin) and float(margin) <= 0:
+        raise ValueError(_TRIPLET_MARGIN.format(margin=margin))
+
+
+def triplet_margin_loss(
+    anchor: jax.Array,
+    positive: jax.Array,
+    negative: jax.Array,
+    margin: float = 1.0,
+    p: float = 2,
+    eps: float = 1e-6,
+    swap: bool = False,
+    *,
+    reduction: str = "mean",
+) -> jax.Array:
+    """Triplet loss ``max(0, margin + d(a, p) - d(a, n))``, like torch's ``triplet_margin_loss``.
+
+    ``d(x, y) = ‖x - y + eps‖_p`` over the last axis (torch's ``pairwise_distance``; inputs
+    broadcast). With ``swap``, ``d(a, n)`` becomes ``min(d(a, n), d(p, n))``.
+
+    **Arguments:**
+
+    - `anchor`, `positive`, `negative`: ``(N, D)`` or ``(D)`` (any rank, the same for all three:
+      torch's ``RuntimeError`` otherwise).
+    - `margin`: ``> 0`` (torch's ``ValueError`` otherwise).
+    - `p`: the norm degree (any real, ``inf`` included).
+    - `eps`: added to the difference.
+    - `swap`: use the distance swap.
+    - `reduction`: ``'mean'`` (default), ``'sum'`` or ``'none'``.
+
+    **Returns:**
+
+    A scalar, or the per-triplet loss for ``'none'``.
+    """
+    for name, value in (("anchor", anchor), ("positive", positive), ("negative", negative)):
+        V.check_array("triplet_margin_loss()", name, value)
+    V.check_number("triplet_margin_loss()", "margin", margin)
+    _check_reduction(reduction)
+    _check_margin_positive(margin)
+    a, pos, neg = _view(anchor), _view(positive), _view(negative)
+    _check_triplet(a, pos, neg)
+    a, pos, neg = _float(a), _float(pos), _float(neg)
+    p, eps, margin = float(p), _scalar(eps), _scalar(margin)
+    dist_pos = _pairwise_distance(a, pos, p, eps)
+    dist_neg = _pairwise_distance(a, neg, p, eps)
+    if swap:
+        dist_neg = jnp.minimum(dist_neg, _pairwise_distance(pos, neg, p, eps))
+    return _reduce(_relu_ge(margin + dist_pos - dist_neg), reduction)
+
+
+def triplet_margin_with_distance_loss(
+    anchor: jax.Array,
+    positive: jax.Array,
+    negative: jax.Array,
+    *,
+    distance_function: Any = None,
+    margin: float = 1.0,
+    swap: bool = False,
+    reduction: str = "mean",
+) -> jax.Array:
+    """Triplet loss with a custom distance, like torch's ``triplet_margin_with_distance_loss``.
+
+    ``max(0, margin + D(a, p) - D(a, n))`` with ``D = distance_function`` (default: the
+    pairwise L2 distance with ``eps=1e-6``, as torch's ``pairwise_distance``); with ``swap``,
+    ``D(a, n)`` becomes ``min(D(a, n), D(p, n))``.
+
+    **Arguments:**
+
+    - `anchor`, `positive`, `negative`: arrays of the same rank (torch's ``RuntimeError``
+      otherwise).
+    - `distance_function`: a callable ``(x, y) -> distances`` (JAX-traceable), or None.
+    - `margin`: ``> 0`` (torch's ``ValueError`` otherwise).
+    - `swap`: use the distance swap.
+    - `reduction`: ``'mean'`` (default), ``'sum'`` or ``'none'``.
+
+    **Returns:**
+
+    A scalar, or the per-triplet loss for ``'none'``.
+    """
+    for name, value in (("anchor", anchor), ("positive", positive), ("negative", negative)):
+        V.check_array("triplet_margin_with_distance_loss()", name, value)
+    V.check_number("triplet_margin_with_distance_loss()", "margin", margin)
+    if distance_function is not None and not callable(distance_function):
+        raise TypeError(
+            "triplet_margin_with_distance_loss(): argument 'distance_function' must be callable "
+            f"or None, got {type(distance_function).__name__}"
+        )
+    _check_reduction(reduction)
+    _check_margin_positive(margin)
+    a, pos, neg = _view(anchor), _view(positive), _view(negative)
+    _check_triplet(a, pos, neg)
+    a, pos, neg = jnp.asarray(a), jnp.asarray(pos), jnp.asarray(neg)
+    dist = distance_function if distance_function is not None else _pairwise_distance
+    margin = _scalar(margin)
+    dist_pos = dist(a, pos)
+    dist_neg = dist(a, neg)
+    if swap:
+        dist_neg = jnp.minimum(dist_neg, dist(pos, neg))
+    return _reduce(_relu_ge(margin + dist_pos - dist_neg), reduction)
+
+
+def poisson_nll_loss(
+    input: jax.Array,
+    target: jax.Array,
+    log_input: bool = True,
+    full: bool = False,
+    *,
+    eps: float = 1e-8,
+    reduction: str = "mean",
+) -> jax.Array:
+    """Poisson negative log-likelihood, like ``torch.nn.functional.poisson_nll_loss``.
+
+    ``exp(input) - target * input`` (``log_input=True``) or ``input - target * log(input + eps)``;
+    with ``full``, the Stirling term ``t log t - t + 0.5 log(2π t)`` is added where ``t > 1``.
+    ``input`` and ``target`` broadcast (no warning, as in torch).
+
+    Divergence: with ``full``, the target's gradient is 0 where ``t <= 1`` (torch's is NaN at
+    ``t = 0``: ``0 * log 0``).
+
+    **Arguments:**
+
+    - `input`: the log-rate (or the rate with ``log_input=False``).
+    - `target`: counts.
+    - `log_input`, `full`, `eps`: as above.
+    - `reduction`: ``'mean'`` (default), ``'sum'`` or ``'none'``.
+
+    **Returns:**
+
+    A scalar, or the elementwise loss for ``'none'``.
+    """
+    V.check_array("poisson_nll_loss()", "input", input)
+    V.check_array("poisson_nll_loss()", "target", target)
+    V.check_number("poisson_nll_loss()", "eps", eps)
+    _check_reduction(reduction)
+    x, t = _view(input), _view(target)
+    _broadcast_shape(t.shape, x.shape)
+    x, t = _broadcast(_float(x), _float(t))
+    eps = _scalar(eps)
+    if log_input:
+        loss = jnp.exp(x) - t * x
+    else:
+        loss = x - t * jnp.log(x + eps)
+    if full:
+        big = t > 1
+        ts = jnp.where(big, t, 2)  # keeps the masked-out branch's gradient finite
+        stirling = ts * jnp.log(ts) - ts + 0.5 * jnp.log(2 * np.pi * ts)
+        loss = loss + jnp.where(big, stirling, 0)
+    return _reduce(loss, reduction)
+
+
+def gaussian_nll_loss(
+    input: jax.Array,
+    target: jax.Array,
+    var: jax.Array | float,
+    full: bool = False,
+    eps: float = 1e-6,
+    reduction: str = "mean",
+) -> jax.Array:
+    """Gaussian negative log-likelihood, like ``torch.nn.functional.gaussian_nll_loss``.
+
+    ``0.5 (log(max(var, eps)) + (input - target)² / max(var, eps))`` (+ ``0.5 log 2π`` with
+    ``full``). As in torch, the clamp is not differentiated: the gradient of ``var`` passes
+    through it unchanged.
+
+    ``var`` may have the input's shape; or the input's shape without its last axis (a trailing
+    1 is added); or the input's rank with exactly one axis of size 1 where the input's differs
+    (torch's rule; anything else raises torch's ``ValueError: var is of incorrect size``). A
+    Python number is used for every element. A negative ``var`` raises torch's ``ValueError``
+    when ``var`` is concrete; under ``jit`` it cannot be checked and is clamped to ``eps``.
+
+    **Arguments:**
+
+    - `input`: the predicted means.
+    - `target`: samples (broadcasts with the input).
+    - `var`: the predicted variances, or a number.
+    - `full`: add the constant term.
+    - `eps`: the clamp.
+    - `reduction`: ``'mean'`` (default), ``'sum'`` or ``'none'`` (else torch's ``ValueError``).
+
+    **Returns:**
+
+    A scalar, or the elementwise loss for ``'none'``.
+    """
+    V.check_array("gaussian_nll_loss()", "input", input)
+    V.check_array("gaussian_nll_loss()", "target", target)
+    V.check_number("gaussian_nll_loss()", "eps", eps)
+    x, t = _view(input), _view(target)
+    if isinstance(var, (int, float, np.integer, np.floating)) and not isinstance(var, bool):
+        if var < 0:
+            raise ValueError(_VAR_NEGATIVE)
+        v: Any = jnp.full(x.shape, var, dtype=_float(x).dtype)
+    else:
+        V.check_array("gaussian_nll_loss()", "var", var)
+        v = _view(var)
+        if _concrete(v) and bool(np.any(np.asarray(v) < 0)):
+            raise ValueError(_VAR_NEGATIVE)
+    if v.shape != x.shape:
+        if x.shape[:-1] == v.shape:
+            v = jnp.expand_dims(jnp.asarray(v), -1)
+        elif not (x.ndim == v.ndim and sum(b for a, b in zip(x.shape, v.shape) if a != b) == 1):
+            raise ValueError(_VAR_SIZE)
+    _check_reduction_as(reduction, _BAD_REDUCTION_SHORT)
+    x, t, v = _broadcast(_float(x), _float(t), _float(v))
+    # torch clamps a copy under no_grad: the clamp's value is used, its derivative is not.
+    v = v + jax.lax.stop_gradient(jnp.maximum(v, _scalar(eps)) - v)
+    loss = 0.5 * (jnp.log(v) + (x - t) ** 2 / v)
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
     return _reduce(loss, reduction)
