@@ -89,7 +89,8 @@ class Adagrad(AdaptiveOptimizer):
     def _advance(
         self, group: ParamGroup, step: Any, scalars: dict[str, Any], stepped: Any
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        return {}, {"clr": group["lr"] / (1 + (step - 1) * group["lr_decay"])}
+        lr, lr_decay = (_as_dtype(group[k], step.dtype) for k in ("lr", "lr_decay"))
+        return {}, {"clr": lr / (1 + (step - 1) * lr_decay)}
 
     def _rule(
         self, param: Any, grad: Any, state: dict[str, Any], group: ParamGroup, c: dict[str, Any]

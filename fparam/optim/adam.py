@@ -111,7 +111,10 @@ class Adam(AdaptiveOptimizer):
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         bc1 = bias_correction(one_minus(group, "betas", 0), step)
         bc2 = bias_correction(one_minus(group, "betas", 1), step)
-        return {}, {"step_size": group["lr"] / bc1, "bc2_sqrt": jnp.sqrt(bc2)}
+        return {}, {
+            "step_size": _as_dtype(group["lr"], step.dtype) / bc1,
+            "bc2_sqrt": jnp.sqrt(bc2),
+        }
 
     def _rule(
         self, param: Any, grad: Any, state: dict[str, Any], group: ParamGroup, c: dict[str, Any]

@@ -76,7 +76,10 @@ class Adamax(AdaptiveOptimizer):
     def _advance(
         self, group: ParamGroup, step: Any, scalars: dict[str, Any], stepped: Any
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        return {}, {"clr": group["lr"] / bias_correction(one_minus(group, "betas", 0), step)}
+        return {}, {
+            "clr": _as_dtype(group["lr"], step.dtype)
+            / bias_correction(one_minus(group, "betas", 0), step)
+        }
 
     def _rule(
         self, param: Any, grad: Any, state: dict[str, Any], group: ParamGroup, c: dict[str, Any]

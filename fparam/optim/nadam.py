@@ -93,7 +93,10 @@ class NAdam(AdaptiveOptimizer):
     def _advance(
         self, group: ParamGroup, step: Any, scalars: dict[str, Any], stepped: Any
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        beta1, decay, lr = group["betas"][0], group["momentum_decay"], group["lr"]
+        beta1, decay, lr = (
+            _as_dtype(v, step.dtype)
+            for v in (group["betas"][0], group["momentum_decay"], group["lr"])
+        )
         mu = beta1 * (1.0 - 0.5 * jnp.power(0.96, step * decay))
         mu_next = beta1 * (1.0 - 0.5 * jnp.power(0.96, (step + 1) * decay))
         mu_product = jnp.where(stepped > 0, scalars["mu_product"] * mu, scalars["mu_product"])
