@@ -29,8 +29,6 @@ import numpy as np
 from fparam._module import _is_tracer, _typename
 from fparam.optim._errors import (
     LOAD_BAD_ENTRY,
-    LOAD_BUFFER_DTYPE,
-    LOAD_BUFFER_SHAPE,
     LOAD_MISSING_STATE_KEY,
     LOAD_UNKNOWN_PARAMETER,
     LOAD_UNKNOWN_STATE_KEY,
@@ -42,7 +40,15 @@ from fparam.optim.optimizer import (
     _scalar,
     zeros_like_param,
 )
-from fparam.optim.sgd import _as_dtype, _checkpoint_array, _concrete, _id_ranges, _select
+from fparam.optim.sgd import (
+    _as_dtype,
+    _checkpoint_array,
+    _concrete,
+    _id_ranges,
+    _PackedFlags,
+    _select,
+    loaded_buffer,
+)
 
 __all__ = ["AdaptiveOptimizer", "bias_correction", "check_options", "lerp"]
 
@@ -124,44 +130,15 @@ def check_options(lr: Any, checks: list[tuple[str, Any, str]]) -> tuple[Any, dic
 # ------------------------------------------------------------------------------- the base
 
 
-class _Rows(dict):  # type: ignore[type-arg]
+class _Rows(_PackedFlags):
     """Each group's table of per-parameter scalars (``exists``, ``step``, ...), read from the
-    packed vector when first needed, so that reading an optimizer's groups does not wait for
-    the step that produced it (as SGD's ``_PackedFlags``)."""
+    packed vector when first needed (as SGD's flags), so that reading an optimizer's groups does
+    not wait for the step that produced it."""
 
-    source: tuple[Any, dict[int, tuple[int, int, int]]] | None = None
-
-    def __init__(self, packed: Any, spans: dict[int, tuple[int, int, int]]) -> None:
-        super().__init__(dict.fromkeys(spans))
-        self.source = (packed, spans)
-
-    def _fill(self) -> None:
-        if self.source is not None:
-            packed, spans = self.source
-            self.source = None
-            host = packed if isinstance(packed, jax.core.Tracer) else np.asarray(packed)
-            dict.update(
-                self, {gi: host[a:b].reshape(-1, width) for gi, (a, b, width) in spans.items()}
-            )
-
-    def __getitem__(self, key: int) -> Any:
-        self._fill()
-        return dict.__getitem__(self, key)
-
-    def __iter__(self) -> Any:
-        return dict.__iter__(self)
-
-    def __setitem__(self, key: int, value: Any) -> None:
-        self._fill()
-        dict.__setitem__(self, key, value)
-
-    def values(self) -> Any:
-        self._fill()
-        return dict.values(self)
-
-    def items(self) -> Any:
-        self._fill()
-        return dict.items(self)
+    @staticmethod
+    def _read(host: Any, span: tuple[int, ...]) -> Any:
+        start, stop, width = span
+        return host[start:stop].reshape(-1, width)
 
 
 class AdaptiveOptimizer(Optimizer):
@@ -443,31 +420,7 @@ class AdaptiveOptimizer(Optimizer):
                     )
                 values.append(float(np.asarray(array).reshape(())))
             scalars[(gi, pi)] = values
-            arrays = {}
-            for key in keys:
-                array = _checkpoint_array(entry[key], f"state[{saved_id!r}][{key!r}]")
-                if not (
-                    jnp.issubdtype(array.dtype, jnp.floating)
-                    or jnp.issubdtype(array.dtype, jnp.integer)
-                ):
-                    raise TypeError(
-                        LOAD_BUFFER_DTYPE.format(
-                            key=key, index=saved_id, got=array.dtype, expected=handle.dtype
-                        )
-                    )
-                if tuple(array.shape) != tuple(handle.shape):
-                    raise ValueError(
-                        LOAD_BUFFER_SHAPE.format(
-                            key=key,
-                            index=saved_id,
-                            got=tuple(array.shape),
-                            expected=tuple(handle.shape),
-                        )
-                    )
-                # A copy: the memory of a torch tensor must not change under our feet.
-                buffer = jnp.array(array, dtype=handle.dtype, copy=True)
-                sharding = getattr(handle.data, "sharding", None)
-                arrays[key] = buffer if sharding is None else jax.device_put(buffer, sharding)
+            arrays = {key: loaded_buffer(entry[key], key, saved_id, handle) for key in keys}
             loaded[handle.uid] = arrays
 
         def commit() -> None:
