@@ -8,6 +8,11 @@ from __future__ import annotations
 
 BAD_HYPERPARAMETER = "{where} must be a real number or a 1-element array of real numbers, got {got}"
 
+BAD_HYPERPARAMETER_TUPLE = (
+    "{where} must be a tuple of {n} real numbers or 1-element arrays (such as betas=(0.9, "
+    "0.999)), got {got}"
+)
+
 BAD_HYPERPARAMETER_SIZE = "Tensor {name} must be 1-element (got {where} of shape {shape})"
 
 GRAD_SHAPE = (
@@ -34,6 +39,11 @@ LOAD_BAD_ENTRY = "loaded state dict: {where} is {got}; expected {expected}"
 LOAD_UNKNOWN_STATE_KEY = (
     "loaded state dict: state[{index!r}] has key {key!r}; {cls} keeps only {known} per parameter "
     "(is this another optimizer's state_dict?)"
+)
+
+LOAD_MISSING_STATE_KEY = (
+    "loaded state dict: state[{index!r}] has no {key!r}; {cls} keeps it for every parameter "
+    "with state (the entry has keys {keys})"
 )
 
 LOAD_UNKNOWN_PARAMETER = (

@@ -42,6 +42,7 @@ from fparam.optim._checks import check_optimizer_state
 from fparam.optim._errors import (
     BAD_HYPERPARAMETER,
     BAD_HYPERPARAMETER_SIZE,
+    BAD_HYPERPARAMETER_TUPLE,
     GRAD_DTYPE,
     GRAD_NOT_ARRAY,
     GRAD_SHAPE,
@@ -82,14 +83,22 @@ def _kind_code(value: Any) -> int:
     return 0
 
 
-def _check_hyperparameter(name: str, value: Any, where: str) -> Any:
+def _check_hyperparameter(name: str, value: Any, where: str, arity: int | None = None) -> Any:
     """``value`` if it can be packed as hyperparameter ``name``, else a clear error.
 
     A number (not complex) or a 1-element real array (NumPy, JAX, traced, or a torch tensor,
     which becomes a JAX array, read without importing torch). ``where`` names it in errors
     (``lr``, ``param_groups[1]['lr']``). Signs are not checked here: torch checks them only
-    in the constructor.
+    in the constructor. With ``arity`` (Adam's ``betas``: 2), a tuple or list of that many
+    such values, returned as a tuple.
     """
+    if arity is not None:
+        if not isinstance(value, tuple | list) or len(value) != arity:
+            got = f"{_typename(value)} {value!r}"[:200]
+            raise TypeError(BAD_HYPERPARAMETER_TUPLE.format(where=where, n=arity, got=got))
+        return tuple(
+            _check_hyperparameter(f"{name}[{i}]", v, f"{where}[{i}]") for i, v in enumerate(value)
+        )
     if isinstance(value, bool | int | float) and not isinstance(value, complex):
         return value
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
@@ -122,26 +131,69 @@ _LAZY = _Lazy()
 _HOST_NUMBER = (int, float, np.ndarray, np.generic)
 
 
-def _read_packed(packed: Any, slots: dict[str, int], n_hyper: int) -> dict[str, Any]:
-    """The values of ``slots`` in the packed vector, each read back as its code says.
+Slot = int | tuple[int, ...]  # where a packed value is; a tuple for a tuple option (betas)
+
+
+def _positions(slot: Slot) -> tuple[int, ...]:
+    return (slot,) if isinstance(slot, int) else slot
+
+
+def _read_packed(
+    packed: Any, slots: dict[str, Slot], n_hyper: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The values of ``slots`` in the packed vector, each read back as its code says, and
+    (inside a trace) their residuals (see ``_residual``).
 
     Inside a trace each is an index of the traced vector; outside, one device-to-host copy
     and Python numbers that print as the user wrote them (the shortest decimal), or 0-d arrays
     of the dtype the user gave.
     """
     if isinstance(packed, jax.core.Tracer):
-        return {k: packed[i] for k, i in slots.items()}
+
+        def at(slot: Slot, offset: int) -> Any:
+            if isinstance(slot, int):
+                return packed[offset + slot]
+            return tuple(packed[offset + i] for i in slot)
+
+        values = {k: at(i, 0) for k, i in slots.items()}
+        return values, {k: at(i, 2 * n_hyper) for k, i in slots.items()}
     host = np.asarray(packed)
-    values = host.tolist()
-    read = {}
-    for k, i in slots.items():
-        code = int(values[n_hyper + i])
-        read[k] = (
-            _shortest(values[i], host.dtype.char)
-            if code == 0
-            else jax.numpy.asarray(host[i], _KIND_DTYPES[code])
-        )
-    return read
+    listed = host.tolist()
+
+    def read(i: int) -> Any:
+        code = int(listed[n_hyper + i])
+        if code == 0:
+            return _shortest(listed[i], host.dtype.char)
+        return jax.numpy.asarray(host[i], _KIND_DTYPES[code])
+
+    return {k: read(i) if isinstance(i, int) else tuple(map(read, i)) for k, i in slots.items()}, {}
+
+
+def _residual(value: Any, dtype: Any) -> float:
+    """What packing a host number in ``dtype`` loses: ``value - dtype(value)`` (0 for arrays).
+
+    Under ``jit`` a hyperparameter is read from the packed float32 vector: beta2 = 0.999 is
+    0.99900001287. torch computes ``1 - beta2`` in double (0.001, then float32 in the kernel);
+    1 minus the float32 value is 0.00099998713, 1.3e-5 off. ``one_minus`` adds the residual
+    back, so a traced step computes torch's ``1 - beta`` to float32 rounding.
+    """
+    if isinstance(value, _HOST_NUMBER) and not isinstance(value, bool):
+        exact = np.float64(np.asarray(value, np.float64))
+        return float(exact - np.float64(np.asarray(exact, dtype)))
+    return 0.0
+
+
+def one_minus(group: Any, key: str, index: int | None = None) -> Any:
+    """``1 - group[key]`` (``group[key][index]`` for a tuple option), as torch computes it:
+    in double from the number the user gave, also inside a jitted step (see ``_residual``)."""
+    value = group[key]
+    residual = group.residuals.get(key)
+    if index is not None:
+        value = value[index]
+        residual = None if residual is None else residual[index]
+    if residual is None:
+        return 1 - value
+    return (1 - value) - residual
 
 
 @functools.lru_cache(maxsize=1024)
@@ -174,14 +226,17 @@ class ParamGroup(dict):
     params_key: _ParamsKey | None = None
     dirty: bool = False
     values_changed: bool = False
-    lazy: tuple[Any, dict[str, int], int] | None = None
+    lazy: tuple[Any, dict[str, Slot], int] | None = None
     packed_keys: frozenset[str] = frozenset()  # the keys the optimizer's structure packs
+    # Inside a trace: what packing lost of each value read from the packed vector (one_minus).
+    residuals: dict[str, Any] = {}  # noqa: RUF012 - replaced, never mutated
 
     def _fill(self) -> None:
         lazy = self.lazy
         if lazy is not None:
             self.lazy = None
-            dict.update(self, _read_packed(*lazy))
+            values, self.residuals = _read_packed(*lazy)
+            dict.update(self, values)
 
     def _changed(self, keys: Any) -> None:
         self.dirty = True
@@ -235,6 +290,8 @@ class ParamGroup(dict):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._fill()
+        if key in self.residuals:  # the new value is what the user wrote: nothing lost
+            self.residuals = {k: v for k, v in self.residuals.items() if k != key}
         if key in self.packed_keys:
             super().__setitem__(key, value)
             self.values_changed = True  # same structure: only the packed vector is redone
@@ -272,6 +329,7 @@ class ParamGroup(dict):
 
     def clear(self) -> None:
         self.lazy = None
+        self.residuals = {}
         super().clear()
         self.dirty = True
 
@@ -283,6 +341,7 @@ class ParamGroup(dict):
         copy.values_changed = self.values_changed
         copy.packed_keys = self.packed_keys
         copy.lazy = self.lazy
+        copy.residuals = self.residuals
         return copy
 
 
@@ -291,6 +350,7 @@ class _OptimizerLayout:
 
     The leaves are one vector packing the hyperparameters (the defaults', then each group's:
     ``n_hyper`` values), then how each reads back (``n_hyper`` codes, see ``_KIND_DTYPES``),
+    then what packing lost of each (``n_hyper`` residuals, see ``_residual``),
     then the subclass's small per-parameter state from ``state_start`` on (e.g. SGD's
     "momentum buffer initialised" flags), then the subclass's array state (e.g. the buffers).
     One vector, because every leaf is an input and an output of a jitted step, and each costs
@@ -314,29 +374,36 @@ class _OptimizerLayout:
 
     def __init__(self, cls: type, groups: list[ParamGroup], defaults: ParamGroup, extras: Any):
         hyper = cls.hyperparameters  # type: ignore[attr-defined]
+        arity = cls.tuple_hyperparameters  # type: ignore[attr-defined]
+        position = 0
+
+        def take(key: str) -> Slot:
+            nonlocal position
+            n = arity.get(key)
+            slot: Slot = position if n is None else tuple(range(position, position + n))
+            position += 1 if n is None else n
+            return slot
+
         statics = []
         self.templates = []
-        position = 0
         self.defaults = {}
         self.default_slots = {}
         for k in dict.keys(defaults):
             if k in hyper:
                 self.defaults[k] = _LAZY
-                self.default_slots[k] = position
-                position += 1
+                self.default_slots[k] = take(k)
             else:
                 self.defaults[k] = dict.__getitem__(defaults, k)
         for g in groups:
             params_key = _ParamsKey.of(g)
             items: list[tuple[str, Any]] = []
             template: dict[str, Any] = {}
-            slots: dict[str, int] = {}
+            slots: dict[str, Slot] = {}
             for k in dict.keys(g):
                 if k in hyper:
                     items.append((k, None))
                     template[k] = _LAZY
-                    slots[k] = position
-                    position += 1
+                    slots[k] = take(k)
                 elif k == "params":
                     items.append((k, params_key))
                     template[k] = params_key.handles
@@ -347,7 +414,7 @@ class _OptimizerLayout:
             statics.append(tuple(items))
             self.templates.append((template, params_key, slots))
         self.n_hyper = position
-        self.state_start = 2 * position
+        self.state_start = 3 * position  # values, read-back codes, residuals
         self.n_packed = self.state_start + cls._packed_state_size(groups, extras)  # type: ignore[attr-defined]
         self.extras = extras
         self.key = (
@@ -417,6 +484,8 @@ class Optimizer:
     """
 
     hyperparameters: ClassVar[tuple[str, ...]] = ()
+    # Hyperparameters that are tuples of numbers, with their length (Adam's betas: 2).
+    tuple_hyperparameters: ClassVar[dict[str, int]] = {}
 
     defaults: ParamGroup
     param_groups: list[ParamGroup]
@@ -634,7 +703,7 @@ class Optimizer:
     def _remember_layout(self, layout: _OptimizerLayout) -> None:
         self.__dict__["_fp_layout"] = (layout, tuple(map(id, self.param_groups)))
 
-    def _slot_owners(self, layout: _OptimizerLayout) -> list[tuple[ParamGroup, dict[str, int]]]:
+    def _slot_owners(self, layout: _OptimizerLayout) -> list[tuple[ParamGroup, dict[str, Slot]]]:
         """The defaults and each group, with where their hyperparameters are packed."""
         owners = [(self.defaults, layout.default_slots)]
         owners.extend((g, t[2]) for g, t in zip(self.param_groups, layout.templates))
@@ -643,15 +712,16 @@ class Optimizer:
     def _hyper_values(self, layout: _OptimizerLayout) -> list[Any]:
         """Every packed hyperparameter's value, in slot order, checked (a group's value may
         have been set to anything since: ``group['lr'] = 'x'`` fails here, named)."""
-        values = []
+        values: list[Any] = []
         for owner, (g, slots) in enumerate(self._slot_owners(layout)):
-            for k in slots:
-                values.append(self._checked_value(g, k, owner - 1))
+            for k, slot in slots.items():
+                value = self._checked_value(g, k, owner - 1)
+                values.extend((value,) if isinstance(slot, int) else value)
         return values
 
     def _checked_value(self, group: ParamGroup, key: str, group_index: int) -> Any:
         where = f"defaults[{key!r}]" if group_index < 0 else f"param_groups[{group_index}][{key!r}]"
-        value = _check_hyperparameter(key, group[key], where)
+        value = _check_hyperparameter(key, group[key], where, self.tuple_hyperparameters.get(key))
         if value is not dict.__getitem__(group, key):  # a torch tensor, now a JAX array
             dict.__setitem__(group, key, value)
         return value
@@ -703,18 +773,21 @@ class Optimizer:
         them would wait for the step that made ``packed``)."""
         if isinstance(packed, jax.core.Tracer):
             return None
-        written = [
-            (i, self._checked_value(g, k, owner - 1))
-            for owner, (g, slots) in enumerate(self._slot_owners(layout))
-            if g.lazy is None
-            for k, i in slots.items()
-        ]
+        written: list[tuple[int, Any]] = []
+        for owner, (g, slots) in enumerate(self._slot_owners(layout)):
+            if g.lazy is None:
+                for k, slot in slots.items():
+                    value = self._checked_value(g, k, owner - 1)
+                    values = (value,) if isinstance(slot, int) else value
+                    written.extend(zip(_positions(slot), values))
         if not all(isinstance(v, _HOST_NUMBER) for _, v in written):
             return None
         new = np.array(packed)
+        n = layout.n_hyper
         for i, v in written:
             new[i] = v
-            new[layout.n_hyper + i] = 0  # a host number reads back as a number
+            new[n + i] = 0  # a host number reads back as a number
+            new[2 * n + i] = _residual(v, new.dtype)
         return new
 
     def _pack_all(self, layout: _OptimizerLayout) -> Any:
@@ -723,16 +796,21 @@ class Optimizer:
         dtype = jax.dtypes.canonicalize_dtype(np.float64)
         values = self._hyper_values(layout)
         codes = np.asarray([_kind_code(v) for v in values], dtype).reshape(layout.n_hyper)
+        residuals = np.asarray([_residual(v, dtype) for v in values], dtype)
+        residuals = residuals.reshape(layout.n_hyper)
         state = self._packed_state(layout)
         if all(isinstance(v, _HOST_NUMBER) for v in values) and isinstance(
             state, np.ndarray | None
         ):
             packed = np.asarray(values, dtype).reshape(layout.n_hyper)
-            host = [packed, codes] if state is None else [packed, codes, state.astype(dtype)]
+            host = [packed, codes, residuals]
+            if state is not None:
+                host.append(state.astype(dtype))
             return np.concatenate(host)
         jnp = jax.numpy
         parts = [jnp.reshape(jnp.asarray(v, dtype), (1,)) for v in values]
         parts.append(jnp.asarray(codes))
+        parts.append(jnp.asarray(residuals))
         if state is not None:
             parts.append(jnp.asarray(state, dtype))
         return jnp.concatenate(parts)
@@ -1065,7 +1143,9 @@ class Optimizer:
                 continue
             where = f"param_groups[{gi}][{key!r}]"
             if key in self.hyperparameters:
-                value = _check_hyperparameter(key, value, where)
+                value = _check_hyperparameter(
+                    key, value, where, self.tuple_hyperparameters.get(key)
+                )
             else:
                 try:  # a static option is structure: it must hash
                     hash(tuple(value) if isinstance(value, list) else value)
@@ -1179,10 +1259,10 @@ def _placement(array: Any) -> Any:
     return None
 
 
-def zeros_like_param(handle: Parameter) -> jax.Array:
-    """Zeros of a parameter's shape and dtype, on its placement; made on the host, so creating
-    optimizer state compiles nothing."""
-    zeros = np.zeros(handle.shape, handle.dtype)
+def zeros_like_param(handle: Parameter, fill_value: float = 0) -> jax.Array:
+    """Zeros (or ``fill_value``: Adagrad's initial accumulator) of a parameter's shape and
+    dtype, on its placement; made on the host, so creating optimizer state compiles nothing."""
+    zeros = np.full(handle.shape, fill_value, handle.dtype)
     sharding = getattr(handle.data, "sharding", None)
     return jax.device_put(zeros, sharding) if sharding is not None else jax.device_put(zeros)
 
@@ -1208,6 +1288,8 @@ def _scalar(value: Any) -> Any:
     A float32 leaf reads back as the shortest decimal that rounds to it (0.1, not
     0.10000000149011612), which is the number the user wrote.
     """
+    if isinstance(value, tuple):  # betas
+        return tuple(map(_scalar, value))
     if isinstance(value, jax.Array | np.ndarray | np.generic) and not isinstance(
         value, jax.core.Tracer
     ):

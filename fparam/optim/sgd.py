@@ -90,9 +90,9 @@ class _PackedFlags(dict):  # type: ignore[type-arg]
     wait for the step that produced it."""
 
     # A class default: unpickling sets the items before the instance's attributes.
-    source: tuple[Any, dict[int, tuple[int, int]]] | None = None
+    source: tuple[Any, dict[int, Any]] | None = None
 
-    def __init__(self, packed: Any, spans: dict[int, tuple[int, int]]) -> None:
+    def __init__(self, packed: Any, spans: dict[int, Any]) -> None:
         super().__init__(dict.fromkeys(spans))
         self.source = (packed, spans)
 
@@ -102,7 +102,11 @@ class _PackedFlags(dict):  # type: ignore[type-arg]
             self.source = None
             # Outside a trace, one host copy: the flags are then NumPy, free to read.
             host = packed if isinstance(packed, jax.core.Tracer) else np.asarray(packed)
-            dict.update(self, {gi: host[a:b] != 0 for gi, (a, b) in spans.items()})
+            dict.update(self, {gi: self._read(host, span) for gi, span in spans.items()})
+
+    @staticmethod
+    def _read(host: Any, span: tuple[int, ...]) -> Any:
+        return host[span[0] : span[1]] != 0
 
     def __getitem__(self, key: int) -> Any:
         self._fill()
@@ -387,33 +391,7 @@ class SGD(Optimizer):
             value = entry.get("momentum_buffer")
             if value is None:
                 continue
-            array = _checkpoint_array(value, f"state[{saved_id!r}]['momentum_buffer']")
-            if not (
-                jnp.issubdtype(array.dtype, jnp.floating)
-                or jnp.issubdtype(array.dtype, jnp.integer)
-            ):
-                raise TypeError(
-                    LOAD_BUFFER_DTYPE.format(
-                        key="momentum_buffer",
-                        index=saved_id,
-                        got=array.dtype,
-                        expected=handle.dtype,
-                    )
-                )
-            if tuple(array.shape) != tuple(handle.shape):
-                raise ValueError(
-                    LOAD_BUFFER_SHAPE.format(
-                        key="momentum_buffer",
-                        index=saved_id,
-                        got=tuple(array.shape),
-                        expected=tuple(handle.shape),
-                    )
-                )
-            # A copy: jnp.asarray(numpy, dtype=...) may alias the host buffer (a torch
-            # tensor's memory), which would then change under the caller's feet.
-            buffer = jnp.array(array, dtype=handle.dtype, copy=True)
-            sharding = getattr(handle.data, "sharding", None)  # the parameter's placement
-            buffers[handle.uid] = buffer if sharding is None else jax.device_put(buffer, sharding)
+            buffers[handle.uid] = loaded_buffer(value, "momentum_buffer", saved_id, handle)
             flags.setdefault(gi, np.zeros((len(self.param_groups[gi]["params"]),), bool))
             flags[gi][pi] = True
 
@@ -428,6 +406,29 @@ class SGD(Optimizer):
             self._initialized.update(flags)
 
         return commit
+
+
+def loaded_buffer(value: Any, key: str, saved_id: Any, handle: Any) -> jax.Array:
+    """A saved per-parameter array (``state[saved_id][key]``) checked against its parameter
+    ``handle`` (a real dtype, the parameter's shape), as an array of the parameter's dtype on
+    its placement. A copy: ``jnp.asarray(numpy, dtype=...)`` may alias the host buffer (a torch
+    tensor's memory), which would then change under the caller's feet."""
+    array = _checkpoint_array(value, f"state[{saved_id!r}][{key!r}]")
+    if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
+        raise TypeError(
+            LOAD_BUFFER_DTYPE.format(
+                key=key, index=saved_id, got=array.dtype, expected=handle.dtype
+            )
+        )
+    if tuple(array.shape) != tuple(handle.shape):
+        raise ValueError(
+            LOAD_BUFFER_SHAPE.format(
+                key=key, index=saved_id, got=tuple(array.shape), expected=tuple(handle.shape)
+            )
+        )
+    buffer = jnp.array(array, dtype=handle.dtype, copy=True)
+    sharding = getattr(handle.data, "sharding", None)  # the parameter's placement
+    return buffer if sharding is None else jax.device_put(buffer, sharding)
 
 
 def _checkpoint_array(value: Any, where: str) -> Any:
