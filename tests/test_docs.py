@@ -107,7 +107,7 @@ def test_coverage_table_lists_exactly_what_fparam_defines():
 
 def test_coverage_table_not_yet_entries_are_torch_names_fparam_lacks():
     _, lacking = _coverage_columns()
-    assert len(lacking) > 100
+    assert len(lacking) >= 10  # the parser found the column (25 names as of the layers issue)
     torch_names = set().union(*(names for _, names in MODULES))
     assert lacking - torch_names == set(), "not a torch name (typo in the table?)"
     defined = {n for module, _ in MODULES for n in lacking & vars(module).keys()}

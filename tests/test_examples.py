@@ -100,6 +100,14 @@ def test_digits_classifier_examples_run_a_few_batches(name, tmp_path, saved_figu
     _assert_pngs(tmp_path, name, saved_figures)
 
 
+def test_digits_mlp_with_adamw_and_onecycle_reaches_97_percent(capsys, tmp_path):
+    """The issue's command line, `--optimizer adamw --schedule onecycle`, in full (~900 steps)."""
+    example = _load("train_digits")
+    history = example.main(out=str(tmp_path), optimizer="adamw", schedule_name="onecycle")
+    assert "AdamW with OneCycleLR" in capsys.readouterr().out
+    assert history["test_acc"][-1] >= 0.97
+
+
 def test_bn_example_carries_the_running_statistics_out_of_the_jitted_step(capsys, tmp_path):
     """Each of the 2 x 3 jitted steps counted its batch in the model it returned."""
     example = _load("train_digits_bn")
