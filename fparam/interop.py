@@ -131,6 +131,22 @@ _BUILDERS.update(
     }
 )
 
+for _n in (1, 2, 3):
+    _BUILDERS[f"MaxPool{_n}d"] = lambda nn, m: getattr(nn, type(m).__name__)(
+        m.kernel_size, m.stride, m.padding, m.dilation, m.return_indices, m.ceil_mode
+    )
+    _BUILDERS[f"AdaptiveAvgPool{_n}d"] = lambda nn, m: getattr(nn, type(m).__name__)(m.output_size)
+    _BUILDERS[f"AdaptiveMaxPool{_n}d"] = lambda nn, m: getattr(nn, type(m).__name__)(
+        m.output_size, m.return_indices
+    )
+_BUILDERS["AvgPool1d"] = lambda nn, m: nn.AvgPool1d(
+    m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad
+)
+for _n in (2, 3):
+    _BUILDERS[f"AvgPool{_n}d"] = lambda nn, m: getattr(nn, type(m).__name__)(
+        m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, m.divisor_override
+    )
+
 _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 
 # What a torch module can carry that changes its outputs or its state_dict and that an fparam
