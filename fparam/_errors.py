@@ -74,3 +74,10 @@ LOAD_SIZE_MISMATCH = (
     "size mismatch for {key}: copying a param with shape {src} from checkpoint, the shape in "
     "current model is {dst}."
 )
+
+LAZY_UNBUILT = (
+    "{cls} has uninitialized parameters or buffers ({names}) until its first call, and fparam "
+    "cannot hand them out before they have a shape (an optimizer records each parameter's shape "
+    "when it is built; torch's optimizer holds placeholders instead). Call the model once on an "
+    "example input (or load_state_dict a checkpoint) first, then call {what}."
+)

@@ -54,13 +54,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fparam import _errors
+from fparam import _errors, _hooks
 from fparam._dtypes import check_narrowing
 from fparam._trace import current_trace as _current_trace
 
 __all__ = ["Buffer", "Module", "Parameter", "StaticArrayWarning"]
 
 T = TypeVar("T", bound="Module")
+
+_PRE_HOOKS = _hooks.PRE_HOOKS
+_HOOKS = _hooks.HOOKS
 
 _LARGE_STATIC_BYTES = 1 << 20
 
@@ -846,7 +849,70 @@ class Module:
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        d = self.__dict__
+        if _PRE_HOOKS in d or _HOOKS in d:
+            return _hooks.call(self, args, kwargs)
         return self.forward(*args, **kwargs)
+
+    # ---------------------------------------------------------------- hooks
+
+    def register_forward_pre_hook(
+        self, hook: Callable[..., Any], *, prepend: bool = False, with_kwargs: bool = False
+    ) -> _hooks.RemovableHandle:
+        """Call ``hook`` before every ``forward``, as torch does.
+
+        ``hook(module, args) -> None or new args`` (a non-tuple result becomes a 1-tuple); with
+        ``with_kwargs=True``, ``hook(module, args, kwargs) -> None or (new_args, new_kwargs)``.
+
+        Arguments:
+            hook: the callable.
+            prepend: run it before the hooks already registered (else after them).
+            with_kwargs: pass the keyword arguments too.
+
+        Returns:
+            A handle whose ``remove()`` unregisters it (also a context manager).
+
+        The hook is static data of the module (see ``fparam/_hooks.py``): copies made by
+        ``jit``, ``opt.step``, ``copy.deepcopy`` keep it, and it runs inside ``jit`` at trace
+        time. Registering it inside a transformation raises, like any mutation there.
+        """
+        return _hooks.register(self, _hooks.PRE_HOOKS, hook, prepend, with_kwargs, False)
+
+    def register_forward_hook(
+        self,
+        hook: Callable[..., Any],
+        *,
+        prepend: bool = False,
+        with_kwargs: bool = False,
+        always_call: bool = False,
+    ) -> _hooks.RemovableHandle:
+        """Call ``hook`` after every ``forward``, as torch does.
+
+        ``hook(module, args, output) -> None or new output``; with ``with_kwargs=True``,
+        ``hook(module, args, kwargs, output)``. ``args`` are the positional arguments
+        ``forward`` received (after the pre-hooks).
+
+        Arguments:
+            hook: the callable.
+            prepend: run it before the hooks already registered (else after them).
+            with_kwargs: pass the keyword arguments too.
+            always_call: run it even when ``forward`` (or an earlier hook) raises; its own
+                exception is then turned into a warning and the first error re-raised.
+
+        Returns:
+            A handle whose ``remove()`` unregisters it (also a context manager).
+
+        Stored and copied as :meth:`register_forward_pre_hook`'s hooks.
+        """
+        return _hooks.register(self, _hooks.HOOKS, hook, prepend, with_kwargs, always_call)
+
+    @property
+    def _forward_pre_hooks(self) -> OrderedDict[int, Callable[..., Any]]:
+        return _hooks.as_dict(self, _hooks.PRE_HOOKS)
+
+    @property
+    def _forward_hooks(self) -> OrderedDict[int, Callable[..., Any]]:
+        return _hooks.as_dict(self, _hooks.HOOKS)
 
     # ---------------------------------------------------------------- mutation guard
 
@@ -1394,6 +1460,8 @@ class Module:
     @staticmethod
     def _own_parameters(module: Module) -> Iterator[tuple[str, Any, Parameter]]:
         d = module.__dict__
+        if d.get("_fp_lazy"):
+            _refuse_unbuilt(module, "parameters() / build the optimizer")
         uids = _uids(module)
         for name, requires_grad in d["_fp_layout"].params:
             value = d[name]
@@ -1405,6 +1473,8 @@ class Module:
     @staticmethod
     def _own_buffers(module: Module) -> Iterator[tuple[str, Any, jax.Array]]:
         d = module.__dict__
+        if d.get("_fp_lazy"):
+            _refuse_unbuilt(module, "buffers()")
         for name, _ in d["_fp_layout"].buffers:
             value = d[name]
             if value is not None:
@@ -1526,6 +1596,105 @@ class Module:
             d["_fp_layout"] = layout.replace(params=params)
         return self
 
+    # ---------------------------------------------------------------- device and dtype
+
+    def to(self: T, *args: Any, **kwargs: Any) -> T:
+        """Move and/or cast every parameter and buffer, in place; returns self (torch's
+        ``Module.to``).
+
+        Accepted as in torch: ``to(device=None, dtype=None, non_blocking=False)``,
+        ``to(dtype)``, ``to(device)``, ``to(array)`` (its dtype and placement). A device is a
+        ``jax.Device``, a ``jax.sharding.Sharding``, a torch-style string (``'cpu'``,
+        ``'cuda'``, ``'cuda:1'``, ``'gpu'``, ``'tpu:0'``), a ``torch.device`` or an index.
+        The dtype must be floating point or complex (``TypeError`` otherwise, as torch); only
+        floating point and complex arrays are cast (integer buffers keep their dtype).
+        ``non_blocking`` and ``memory_format`` are accepted and ignored.
+
+        Raises:
+            RuntimeError: no such device here (the message lists ``jax.devices()``).
+            TypeError: a bad dtype, or a 64-bit dtype while ``jax_enable_x64`` is off.
+
+        All or nothing: on error nothing changed. Parameters keep their identity (an optimizer
+        built earlier still finds them by place), but an optimizer built before a dtype change
+        refuses the model (its state has the old dtype): as torch advises, call ``.to()``
+        before constructing optimizers. ``Parameter`` handles taken earlier keep the old
+        arrays. Plain array attributes (static state) are not moved, as torch does not move
+        plain tensor attributes.
+        """
+        from fparam import _convert
+
+        device, dtype = _convert.parse_to(args, kwargs)
+        target = None if dtype is None else _convert.inexact_only(dtype)
+        _convert.convert(self, "to()", device, target)
+        return self
+
+    def cpu(self: T) -> T:
+        """``to('cpu')``: every parameter and buffer on JAX's first CPU device; returns self."""
+        from fparam import _convert
+
+        _convert.convert(self, "cpu()", _convert.device_of("Module.cpu", "cpu"), None)
+        return self
+
+    def cuda(self: T, device: Any = None) -> T:
+        """Every parameter and buffer on a GPU (``device``: an index, ``'cuda:1'``, a
+        ``jax.Device``; ``None`` for the first), in place; returns self. A machine without a
+        GPU raises ``RuntimeError`` naming the devices JAX has."""
+        from fparam import _convert
+
+        if device is None:
+            device = "cuda"
+        elif isinstance(device, (int, np.integer)) and not isinstance(device, bool):
+            device = f"cuda:{int(device)}"
+        _convert.convert(self, "cuda()", _convert.device_of("Module.cuda", device), None)
+        return self
+
+    def _cast_floating(self: T, method: str, dtype: Any) -> T:
+        from fparam import _convert
+
+        target = _convert.dtype_of(f"Module.{method}", dtype)
+        _convert.convert(self, f"{method}()", None, _convert.floating_only(target))
+        return self
+
+    def float(self: T) -> T:
+        """Floating point parameters and buffers to float32, in place; returns self."""
+        return self._cast_floating("float", np.float32)
+
+    def double(self: T) -> T:
+        """Floating point parameters and buffers to float64, in place; returns self.
+
+        Needs JAX's 64-bit mode (``jax.config.update('jax_enable_x64', True)``): without it
+        ``TypeError``, rather than silently staying float32.
+        """
+        return self._cast_floating("double", np.float64)
+
+    def half(self: T) -> T:
+        """Floating point parameters and buffers to float16, in place; returns self."""
+        return self._cast_floating("half", np.float16)
+
+    def bfloat16(self: T) -> T:
+        """Floating point parameters and buffers to bfloat16, in place; returns self."""
+        return self._cast_floating("bfloat16", jnp.bfloat16)
+
+    def type(self: T, dst_type: Any) -> T:
+        """Every parameter and buffer, integer ones included, to ``dst_type``, in place; returns
+        self (torch's ``Module.type``). A parameter that requires gradients cannot become an
+        integer array (``RuntimeError``, as torch)."""
+        from fparam import _convert
+
+        target = _convert.dtype_of("Module.type", dst_type)
+        _convert.convert(self, "type()", None, lambda current: target)
+        return self
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Does nothing: fparam keeps no ``.grad`` on parameters (gradients are values,
+        returned by ``fparam.grad`` / ``jax.grad``), so there is nothing to reset. Kept so
+        that ported training loops run unchanged."""
+
+    def share_memory(self: T) -> T:
+        """Does nothing and returns self: JAX arrays are immutable, so processes cannot share
+        them for writing the way torch's shared-memory tensors are."""
+        return self
+
     # ---------------------------------------------------------------- state dict
 
     def state_dict(
@@ -1546,6 +1715,8 @@ class Module:
             if metadata is not None:
                 metadata[module_prefix[:-1]] = {"version": 1}
             d = module.__dict__
+            if d.get("_fp_lazy"):
+                _refuse_unbuilt(module, "state_dict()")
             layout = d["_fp_layout"]
             for name, _ in layout.params:
                 value = d[name]
@@ -1580,6 +1751,24 @@ class Module:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
         self._check_mutable("call load_state_dict()")
+        # Unbuilt lazy layers are built from the checkpoint's shapes first (torch does it in a
+        # pre-hook); undone with everything else if the load fails.
+        root_name = type(self).__name__  # a lazy root's own name, as torch reports it
+        lazies = [(p, m) for p, m in self._subtree() if m.__dict__.get("_fp_lazy") is not None]
+        saved = [(m, type(m), dict(m.__dict__)) for _, m in lazies]
+        try:
+            for path, module in lazies:
+                module._fp_load_shapes(state_dict, path + "." if path else "")  # type: ignore[attr-defined]
+            return self._load_state_dict(state_dict, strict, assign, root_name)
+        except BaseException:
+            for module, cls, state in saved:
+                object.__setattr__(module, "__class__", cls)
+                object.__setattr__(module, "__dict__", state)
+            raise
+
+    def _load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool, assign: bool, root_name: str
+    ) -> _IncompatibleKeys:
         missing: list[str] = []
         unexpected: list[str] = []
         errors: list[str] = []
@@ -1590,6 +1779,8 @@ class Module:
             layout = d["_fp_layout"]
             local_names = [n for n, _ in layout.params if d[n] is not None]
             local_names += [n for n, p in layout.buffers if p and d[n] is not None]
+            # A lazy layer the checkpoint could not build: its placeholders are missing.
+            missing.extend(prefix + n for n in d.get("_fp_lazy") or () if prefix + n not in local)
             for name in local_names:
                 key = prefix + name
                 if key not in local:
@@ -1648,8 +1839,7 @@ class Module:
                 errors.insert(0, f"Missing key(s) in state_dict: {keys}. ")
         if errors:
             raise RuntimeError(
-                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
-                + "\n\t".join(errors)
+                f"Error(s) in loading state_dict for {root_name}:\n\t" + "\n\t".join(errors)
             )
         for module, name, new in staged:
             module.__dict__[name] = new
@@ -1682,6 +1872,13 @@ class Module:
 
 
 _register_pytree(Module)
+
+
+def _refuse_unbuilt(module: Module, what: str) -> None:
+    names = ", ".join(module.__dict__["_fp_lazy"])
+    raise RuntimeError(
+        _errors.LAZY_UNBUILT.format(cls=type(module).__name__, names=names, what=what)
+    )
 
 
 def _converted(array: Any, current: Any, assign: bool, key: str) -> tuple[str | None, Any]:

@@ -181,9 +181,11 @@ _UNSUPPORTED = (
     "state_dict instead): {classes}"
 )
 _HOOK = (
-    "{path} ({cls}): has a {kind} {hook}: fparam modules have no hooks, so the twin would "
-    "compute something else. Remove it (torch.nn.utils.remove_weight_norm / "
-    "remove_spectral_norm for those), or apply the function yourself around the fparam call"
+    "{path} ({cls}): has a {kind} {hook}: fparam does not copy torch hooks (a torch hook "
+    "receives torch tensors and modules, so carried over it would compute something else or "
+    "fail). Remove it (torch.nn.utils.remove_weight_norm / remove_spectral_norm for those) and, "
+    "for a forward hook or pre-hook, register an fparam version on the converted model "
+    "(register_forward_hook / register_forward_pre_hook, which get jax.Arrays)"
 )
 _GLOBAL_HOOK = (
     "<global>: a {kind} {hook} is registered for every torch module "
@@ -197,6 +199,11 @@ _PARAMETRIZED = (
 _ENTRY = (
     "{path} ({cls}): entry {key!r} is a {type}, not a Parameter: torch keeps it as a plain "
     "entry, fparam would {fate}. Only Parameters and None/bool/int/float/str entries convert"
+)
+_LAZY = (
+    "{path} ({cls}): a torch lazy layer not built yet has no weights to copy. Call the torch "
+    "model once on an example input first (it then holds the plain layer), or use "
+    "fparam.nn.{cls}"
 )
 _BUILD_FAILED = "{path} ({cls}): cannot be rebuilt from its attributes: {error}"
 _SHAPE = (
@@ -214,6 +221,25 @@ _EXTRA_NAME = (
     "deleted or replaced after construction)"
 )
 _MISMATCH = "{path} ({cls}): {what} differ after conversion: torch {src}, fparam {dst}"
+
+# from_torch(module, into=model)
+_NOT_AN_FPARAM_MODULE = "from_torch: into= expects an fparam nn.Module, got {type}"
+_CANNOT_LOAD = (
+    "from_torch(..., into={cls}) found differences between the torch model and the fparam "
+    "model, so it copied nothing. Each problem names the module path ('<root>' is the model "
+    "itself):\n  {problems}"
+)
+_INTO_MISSING = "{path}: torch's {kind} '{name}' has no counterpart in the fparam model"
+_INTO_EXTRA = "{path}: the fparam model has {kind} '{name}', which the torch model lacks"
+_INTO_NONE = "{path}: {kind} '{name}' is None in the {none} model but not in the {other}"
+_INTO_SHAPE = "{path}: {kind} '{name}' has shape {src} in torch, {dst} in the fparam model"
+_INTO_DTYPE = "{path}: {kind} '{name}' is {src} in torch, {dst} in the fparam model"
+_INTO_PERSISTENT = (
+    "{path}: buffer '{name}' is {src} in torch but {dst} in the fparam model (state_dict keys "
+    "would differ)"
+)
+_INTO_CLASS = "{path}: torch's {src} is a {dst} in the fparam model"
+_INTO_CONFIG = "{path} ({cls}): configurations differ: torch {src}, fparam {dst}"
 
 
 def _is_torch_builtin(m: Any) -> bool:
@@ -282,6 +308,10 @@ def _static_problems(torch: Any, module: Any) -> tuple[list[str], set[str]]:
             )
             base = type(sub).__bases__[0].__name__
             problems.append(_PARAMETRIZED.format(path=_shown(path), cls=base, names=names))
+            skipped.add(path)
+            continue
+        if _is_torch_builtin(sub) and cls.startswith("Lazy"):
+            problems.append(_LAZY.format(path=_shown(path), cls=cls))
             skipped.add(path)
             continue
         if not _is_torch_builtin(sub) or (cls not in _BUILDERS and cls not in _CONTAINERS):
@@ -499,17 +529,165 @@ def _compare(torch_sub: Any, twin: Module, path: str, problems: list[str]) -> No
         )
 
 
-def from_torch(module: Any) -> Module:
-    """Build the fparam twin of a torch module made of layers fparam has, with its weights.
+def _hook_problems(torch: Any, module: Any) -> list[str]:
+    """The hooks and parametrizations of ``module``'s tree (and torch's global hooks)."""
+    problems = [
+        _GLOBAL_HOOK.format(kind=kind, hook=_hook_name(hook))
+        for attr, kind in _GLOBAL_HOOKS
+        for hook in getattr(torch.nn.modules.module, attr, {}).values()
+    ]
+    for path, sub in _walk(module):
+        if sub is None:
+            continue
+        cls = type(sub).__name__
+        for attr, kind in _HOOKS:
+            for hook in getattr(sub, attr, {}).values():
+                problems.append(
+                    _HOOK.format(path=_shown(path), cls=cls, kind=kind, hook=_hook_name(hook))
+                )
+        if torch.nn.utils.parametrize.is_parametrized(sub):
+            names = ", ".join(sub.parametrizations)
+            base = type(sub).__bases__[0].__name__
+            problems.append(_PARAMETRIZED.format(path=_shown(path), cls=base, names=names))
+    return problems
+
+
+def _dtype_problem(array: np.ndarray, current: Any) -> bool:
+    """Whether torch's value cannot be held exactly with the fparam array's dtype: the dtypes
+    must be equal, except integers that fit (torch's int64 counters in JAX's int32)."""
+    if np.dtype(array.dtype) == np.dtype(current.dtype):
+        return False
+    both_int = np.dtype(array.dtype).kind in "iu" and np.dtype(current.dtype).kind in "iu"
+    return not (both_int and check_narrowing(array, current.dtype, "value") is None)
+
+
+def _match(
+    torch_sub: Any,
+    mine: Module,
+    path: str,
+    problems: list[str],
+    staged: list[tuple[Module, str, Any]],
+) -> None:
+    """Compare one torch module with its fparam counterpart (recursively) and stage the copy."""
+    from fparam._module import _converted
+
+    shown = _shown(path)
+    cls = type(torch_sub).__name__
+    if _is_torch_builtin(torch_sub) and cls != type(mine).__name__:
+        problems.append(_INTO_CLASS.format(path=shown, src=cls, dst=type(mine).__name__))
+        return
+    if cls not in _CONTAINERS:
+        theirs, ours = (_spelling_free(torch_sub.extra_repr()), _spelling_free(mine.extra_repr()))
+        if theirs != ours:
+            problems.append(_INTO_CONFIG.format(path=shown, cls=cls, src=theirs, dst=ours))
+    own: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+        "parameter": (dict(torch_sub._parameters), dict(mine._parameters)),
+        "buffer": (dict(torch_sub._buffers), dict(mine._buffers)),
+        "child module": (dict(torch_sub._modules), dict(mine._modules)),
+    }
+    for kind, (theirs_by_name, ours_by_name) in own.items():
+        for name in ours_by_name:
+            if name not in theirs_by_name:
+                problems.append(_INTO_EXTRA.format(path=shown, kind=kind, name=name))
+        for name, value in theirs_by_name.items():
+            if name not in ours_by_name:
+                problems.append(_INTO_MISSING.format(path=shown, kind=kind, name=name))
+                continue
+            current = ours_by_name[name]
+            if (value is None) != (current is None):
+                none, other = ("torch", "fparam") if value is None else ("fparam", "torch")
+                problems.append(
+                    _INTO_NONE.format(path=shown, kind=kind, name=name, none=none, other=other)
+                )
+                continue
+            if value is None:
+                continue
+            if kind == "child module":
+                _match(value, current, _join(path, name), problems, staged)
+                continue
+            if kind == "buffer":
+                persistent = name not in torch_sub._non_persistent_buffers_set
+                if persistent != (name not in mine._non_persistent_buffers_set):
+                    src, dst = ("persistent", "not") if persistent else ("not persistent", "")
+                    problems.append(
+                        _INTO_PERSISTENT.format(
+                            path=shown, name=name, src=src, dst=f"{dst} persistent".strip()
+                        )
+                    )
+            array = _array(value)
+            if tuple(array.shape) != tuple(current.shape):
+                problems.append(
+                    _INTO_SHAPE.format(
+                        path=shown,
+                        kind=kind,
+                        name=name,
+                        src=tuple(array.shape),
+                        dst=tuple(current.shape),
+                    )
+                )
+                continue
+            if _dtype_problem(array, current):
+                src = str(value.dtype).replace("torch.", "")
+                problems.append(
+                    _INTO_DTYPE.format(path=shown, kind=kind, name=name, src=src, dst=current.dtype)
+                )
+                continue
+            problem, new = _converted(array, getattr(current, "data", current), False, name)
+            if problem is not None:
+                problems.append(f"{shown}: {problem}")
+                continue
+            staged.append((mine, name, new))
+
+
+def _load_into(torch: Any, module: Any, into: Any) -> Module:
+    """``from_torch(module, into=into)``: torch's values copied into ``into``, all or nothing."""
+    from fparam._module import _note_owner
+
+    if not isinstance(into, Module):
+        raise TypeError(_NOT_AN_FPARAM_MODULE.format(type=_typename(into)))
+    into._check_mutable("call from_torch(..., into=)")
+    problems = _hook_problems(torch, module)
+    shared = _shared(module)
+    if shared:
+        raise ValueError(
+            "from_torch cannot copy shared (tied) modules or parameters: an fparam model holds "
+            "each in one place only (call a module twice in forward instead): " + "; ".join(shared)
+        )
+    staged: list[tuple[Module, str, Any]] = []
+    _match(module, into, "", problems, staged)
+    if problems:
+        raise TypeError(
+            _CANNOT_LOAD.format(cls=type(into).__name__, problems="\n  ".join(problems))
+        )
+    for owner, name, new in staged:
+        owner.__dict__[name] = new
+        _note_owner(new, owner, name)
+    return into
+
+
+def from_torch(module: Any, into: Module | None = None) -> Module:
+    """Build the fparam twin of a torch module made of layers fparam has, with its weights;
+    or, with ``into=``, copy a torch model's weights into an fparam model you defined.
 
     Arguments:
         module: a ``torch.nn.Module`` built from torch's containers (``Sequential``,
             ``ModuleList``, ``ModuleDict``, ``ParameterList``, ``ParameterDict``) and the
             layers fparam mirrors (``Linear``, ``Conv*``, ``ConvTranspose*``, activations,
-            ``Flatten``, losses, ...).
+            ``Flatten``, losses, ...); with ``into=``, any torch module (your own classes
+            included).
+        into: an fparam model of the same architecture (the port of ``module``'s class).
+            Every parameter and buffer (non-persistent ones included) is copied by name into
+            it, in place, keeping its placement, as ``load_state_dict`` does; its
+            ``requires_grad`` flags and train/eval modes are left as they are. Checked first,
+            and reported together in one ``TypeError``: missing or extra child modules,
+            parameters and buffers, ``None`` on one side only, shapes, dtypes (integers that
+            fit excepted), persistence, the class of each torch built-in layer and every
+            module's ``extra_repr`` (so ``Conv2d(stride=2)`` against ``Conv2d(stride=1)`` is
+            caught), hooks and parametrizations on the torch side. All or nothing: when it
+            raises, ``into`` is unchanged.
 
     Returns:
-        The fparam module: same structure (``None`` children included), same parameters and
+        ``into`` itself (updated) when given. Otherwise the fparam module: same structure (``None`` children included), same parameters and
         buffers with their values, dtypes, ``requires_grad`` and persistence (parameters and
         buffers registered on a built-in layer after construction included), the same
         ``state_dict()`` keys in the same order, and the same train/eval mode per module.
@@ -533,6 +711,8 @@ def from_torch(module: Any) -> Module:
 
     if not isinstance(module, torch.nn.Module):
         raise TypeError(_NOT_A_MODULE.format(type=type(module).__name__))
+    if into is not None:
+        return _load_into(torch, module, into)
     problems, skipped = _static_problems(torch, module)
     shared = _shared(module)
     if shared:

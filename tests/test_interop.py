@@ -688,3 +688,133 @@ def test_importing_fparam_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'fparam imported torch'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- from_torch(into=)
+
+
+def _user_net(lib: Any, stride: int = 2, width: int = 4, scale_dtype: Any = None) -> Any:
+    """The same user-defined class written for torch and for fparam (a port)."""
+    array = torch if lib is tnn else jnp
+
+    class Net(lib.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = lib.Conv2d(3, width, 3, stride=stride)
+            self.bn = lib.BatchNorm2d(width)
+            self.head = lib.Sequential(lib.Flatten(), lib.Linear(width, 2))
+            self.scale = lib.Parameter(array.ones(2) if scale_dtype is None else scale_dtype)
+            self.register_buffer("offset", array.zeros(2), persistent=False)
+
+        def forward(self, x: Any) -> Any:
+            features = self.bn(self.conv(x)).mean((2, 3), keepdims=True)
+            return self.head(features) * self.scale[None] + self.offset[None]
+
+    return Net()
+
+
+def test_into_copies_a_user_defined_model_in_place() -> None:
+    torch.manual_seed(0)
+    model = _user_net(tnn)
+    with torch.no_grad():
+        model.offset.add_(torch.randn(2))  # non-persistent: not in state_dict, still copied
+        model.scale.mul_(3)
+    model.train()(torch.randn(4, 3, 9, 9))  # running statistics and the counter move
+    mine = _user_net(nn)
+    uids = [p.uid for p in mine.parameters()]
+    assert fparam.from_torch(model, into=mine) is mine
+    assert [p.uid for p in mine.parameters()] == uids  # in place, like load_state_dict
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(mine.state_dict()[key]), value.numpy())
+    np.testing.assert_array_equal(np.asarray(mine.offset), model.offset.numpy())
+    x = _random(2, 3, 9, 9)
+    np.testing.assert_allclose(
+        np.asarray(mine.eval()(x)), model.eval()(torch.from_numpy(x)).detach().numpy(), atol=1e-6
+    )
+
+
+def test_into_keeps_placement() -> None:
+    import jax
+
+    mine = _user_net(nn).to("cpu")
+    fparam.from_torch(_user_net(tnn), into=mine)
+    assert mine.conv.weight.committed and mine.bn.num_batches_tracked.committed
+    assert mine.conv.weight.devices() == {jax.devices("cpu")[0]}
+
+
+def test_into_lists_every_difference_and_changes_nothing() -> None:
+    model = _user_net(tnn)
+    model.head.add_module("extra", tnn.ReLU())
+    model.register_buffer("count", torch.zeros(3))
+    model.bn.register_buffer("num_batches_tracked", torch.tensor(3.5))  # float, not an int
+    model.scale = tnn.Parameter(torch.ones(2, dtype=torch.float64))
+    model.conv.register_forward_hook(lambda m, args, out: out)
+    mine = _user_net(nn, stride=1, width=4)
+    mine.register_buffer("offset", jnp.zeros(2))  # persistent here
+    mine.head[1] = nn.Identity()
+    mine.register_parameter("gain", nn.Parameter(jnp.ones(1)))
+    before = {k: v for k, v in mine.state_dict().items()}
+    with pytest.raises(TypeError) as info:
+        fparam.from_torch(model, into=mine)
+    message = str(info.value)
+    for text in [
+        "copied nothing",
+        "'conv' (Conv2d): has a forward hook",
+        "'conv' (Conv2d): configurations differ: torch 3, 4, kernel_size=(3, 3), "
+        "stride=(2, 2), fparam 3, 4, kernel_size=(3, 3), stride=(1, 1)",
+        "<root>: the fparam model has parameter 'gain', which the torch model lacks",
+        "<root>: torch's buffer 'count' has no counterpart in the fparam model",
+        "<root>: parameter 'scale' is float64 in torch, float32 in the fparam model",
+        "<root>: buffer 'offset' is not persistent in torch but persistent in the fparam",
+        "'head': torch's child module 'extra' has no counterpart",
+        "'head.1': torch's Linear is a Identity in the fparam model",
+        "'bn': buffer 'num_batches_tracked' is float32 in torch, int32",
+    ]:
+        assert text in message, text
+    assert all(mine.state_dict()[k] is v for k, v in before.items())
+
+
+def test_into_reports_shapes_and_none() -> None:
+    model = _user_net(tnn, width=5)
+    model.head[1].register_parameter("bias", None)
+    with pytest.raises(TypeError) as info:
+        fparam.from_torch(model, into=_user_net(nn))
+    message = str(info.value)
+    assert "'conv': parameter 'weight' has shape (5, 3, 3, 3) in torch, (4, 3, 3, 3)" in message
+    assert "'head.1': parameter 'bias' is None in the torch model but not in the fparam" in message
+
+
+def test_into_bad_arguments() -> None:
+    import jax
+
+    with pytest.raises(TypeError, match=r"into= expects an fparam nn\.Module, got dict"):
+        fparam.from_torch(tnn.Linear(2, 2), into={})
+    with pytest.raises(TypeError, match=r"from_torch expects a torch\.nn\.Module"):
+        fparam.from_torch(nn.Linear(2, 2), into=nn.Linear(2, 2))
+    model = tnn.Linear(2, 2)
+
+    @jax.jit
+    def inside(mine: nn.Module) -> nn.Module:
+        return fparam.from_torch(model, into=mine)
+
+    with pytest.raises(RuntimeError, match=r"cannot call from_torch\(\.\.\., into=\)"):
+        inside(nn.Linear(2, 2))
+
+
+def test_a_torch_hook_is_refused_with_the_fparam_spelling() -> None:
+    """torch hooks get torch tensors: fparam does not carry them over, and says what to do."""
+    with pytest.raises(TypeError) as info:
+        fparam.from_torch(_with_forward_hook())
+    assert "register an fparam version on the converted model" in str(info.value)
+    assert "register_forward_hook" in str(info.value)
+
+
+def test_an_unbuilt_torch_lazy_layer_is_refused_and_a_built_one_converts() -> None:
+    model = tnn.Sequential(tnn.LazyLinear(3), tnn.ReLU())
+    with pytest.raises(TypeError, match=r"'0' \(LazyLinear\): a torch lazy layer not built yet"):
+        fparam.from_torch(model)
+    x = _random(2, 5)
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    twin = fparam.from_torch(model)
+    assert type(twin[0]) is nn.Linear
+    np.testing.assert_allclose(np.asarray(twin(x)), expected, rtol=1e-6, atol=1e-6)
