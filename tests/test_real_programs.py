@@ -114,15 +114,17 @@ def test_the_port_changes_only_imports_and_tensor_calls() -> None:
 
 
 def _twin(torch_model: torch.nn.Module, model: nn.Module) -> nn.Module:
-    """The fparam model with the torch model's weights and buffers (and the same mode)."""
+    """``model`` holding the torch model's weights and buffers: ``fparam.from_torch(into=)``."""
     assert [n for n, _ in model.named_parameters()] == [
         n for n, _ in torch_model.named_parameters()
     ]
     assert [n for n, _ in model.named_buffers()] == [n for n, _ in torch_model.named_buffers()]
     assert repr(model) == repr(torch_model)
-    result = model.load_state_dict(torch_model.state_dict())
-    assert result.missing_keys == [] and result.unexpected_keys == []
-    return model
+    twin = fparam.from_torch(torch_model, into=model)
+    assert twin is model
+    for key, value in torch_model.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(twin.state_dict()[key]), value.numpy())
+    return twin
 
 
 def _assert_close(got: Any, expected: torch.Tensor, atol: float, what: str) -> None:
