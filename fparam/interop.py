@@ -147,6 +147,22 @@ for _n in (2, 3):
         m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad, m.divisor_override
     )
 
+for _n in (1, 2, 3):
+    _BUILDERS[f"LPPool{_n}d"] = lambda nn, m: getattr(nn, type(m).__name__)(
+        m.norm_type, m.kernel_size, m.stride, m.ceil_mode
+    )
+    _BUILDERS[f"MaxUnpool{_n}d"] = lambda nn, m: getattr(nn, type(m).__name__)(
+        m.kernel_size, m.stride, m.padding
+    )
+for _n in (2, 3):
+    _BUILDERS[f"FractionalMaxPool{_n}d"] = lambda nn, m: getattr(nn, type(m).__name__)(
+        m.kernel_size,
+        m.output_size,
+        m.output_ratio,
+        m.return_indices,
+        _random_samples=None if m._random_samples is None else m._random_samples.detach().numpy(),
+    )
+
 _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 
 # What a torch module can carry that changes its outputs or its state_dict and that an fparam

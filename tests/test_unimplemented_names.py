@@ -126,11 +126,11 @@ def test_a_name_torch_lacks_too_gets_pythons_usual_error(fp, typo):
 def test_the_examples_from_the_issue():
     import fparam.nn.functional as F
 
-    assert not hasattr(nn, "MaxPool2d")
-    with pytest.raises(AttributeError, match=r"torch\.nn\.MaxPool2d is not implemented yet"):
-        nn.MaxPool2d(2)
-    with pytest.raises(AttributeError, match=r"functional\.max_pool2d is not implemented yet"):
-        F.max_pool2d(jnp.ones((1, 1, 4, 4)), 2)
+    assert not hasattr(nn, "SyncBatchNorm")
+    with pytest.raises(AttributeError, match=r"torch\.nn\.SyncBatchNorm is not implemented yet"):
+        nn.SyncBatchNorm(2)
+    with pytest.raises(AttributeError, match=r"functional\.conv_tbc is not implemented yet"):
+        F.conv_tbc(jnp.ones((4, 1, 2)), jnp.ones((3, 2, 2)), jnp.ones(2))
     with pytest.raises(AttributeError, match=r"torch\.optim\.Adam is not implemented yet"):
         optim.Adam(nn.Linear(2, 3).parameters(), lr=1e-3)
     with pytest.raises(AttributeError, match=r"lr_scheduler\.OneCycleLR is not implemented yet"):
@@ -143,5 +143,5 @@ def test_the_examples_from_the_issue():
 def test_from_import_of_a_missing_name_is_an_import_error():
     # Python turns any AttributeError of `from m import x` into its own ImportError (the message
     # above is lost there); the import still fails at once and names the missing name.
-    with pytest.raises(ImportError, match="MaxPool2d"):
-        from fparam.nn import MaxPool2d  # noqa: F401
+    with pytest.raises(ImportError, match="SyncBatchNorm"):
+        from fparam.nn import SyncBatchNorm  # noqa: F401

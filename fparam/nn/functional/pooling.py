@@ -7,10 +7,16 @@ conditions are torch's (exception types, and messages that carry torch's wording
 Max pooling picks the element torch picks. torch scans a window in row-major order and keeps
 the FIRST maximum (``val > maxval``), except that a NaN always wins, so the LAST NaN of a window
 is kept. Its indices and its gradient both point at that element. JAX's own derivative of
-``lax.reduce_window`` max (select-and-scatter) may route a tie elsewhere, so the value is
-computed with ``lax.reduce_window`` and its derivative is a ``jax.custom_jvp`` that selects
-torch's element window-offset by window-offset (the transpose of the selection is the backward,
-so ``jax.grad``, ``jax.jvp`` and higher orders all see the same routing).
+``lax.reduce_window`` max (select-and-scatter) routes elsewhere where a window holds a NaN
+(measured in ``benchmarks/pooling.py``), so the value is computed with ``lax.reduce_window`` and
+its derivative is a ``jax.custom_jvp`` that selects torch's element, one spatial axis at a time
+(see ``_Axis``; the transpose of the selection is the backward, so ``jax.grad``, ``jax.jvp`` and
+higher orders all see the same routing). Adaptive and fractional max pooling use the same
+machinery with their own windows. ``max_unpool*``'s derivative is a ``jax.custom_vjp`` (torch's
+gather of the output gradient), so it supports reverse mode only.
+
+Fractional max pooling draws its window offsets from ``key=`` or fparam's key stream
+(``fparam._random.resolve_key``), as dropout does; torch's ``_random_samples`` reproduce torch.
 
 Indices are flat positions in each ``(N, C)`` plane, as torch returns them, as ``int32`` while
 JAX's 64-bit mode is off (``int64`` with it on); torch returns ``int64``.
@@ -32,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from fparam._random import resolve_key
+
 __all__ = [
     "adaptive_avg_pool1d",
     "adaptive_avg_pool2d",
@@ -45,12 +53,22 @@ __all__ = [
     "avg_pool1d",
     "avg_pool2d",
     "avg_pool3d",
+    "fractional_max_pool2d",
+    "fractional_max_pool2d_with_indices",
+    "fractional_max_pool3d",
+    "fractional_max_pool3d_with_indices",
+    "lp_pool1d",
+    "lp_pool2d",
+    "lp_pool3d",
     "max_pool1d",
     "max_pool1d_with_indices",
     "max_pool2d",
     "max_pool2d_with_indices",
     "max_pool3d",
     "max_pool3d_with_indices",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
     "pooling_output_size",
 ]
 
@@ -290,11 +308,15 @@ class _Axis:
     the first maximum nor its position). Hashable, so a jitted core can take it as static.
     """
 
-    def __init__(self, axis: int, kind: str, params: tuple[Any, ...]) -> None:
+    def __init__(self, axis: int, kind: str, params: Any) -> None:
         self.axis = axis
         self.kind = kind
         self.params = params
-        if kind == "slide":
+        if kind == "plane":
+            # Per (N, C) plane windows (fractional pooling): params is an (N, C, out, K) array,
+            # maybe traced; such an axis is never a static argument.
+            self.count = params.shape[-1]
+        elif kind == "slide":
             size, out, kernel, stride, pad, dilation = params
             self.count = kernel
             self.high = max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - (size + pad))
@@ -310,22 +332,34 @@ class _Axis:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Axis) and self._key() == other._key()
 
-    def takes(self, x: jax.Array, fill: Any) -> list[jax.Array]:
-        """The ``k``-th element of every window, for each offset ``k``."""
+    def stack(self, x: jax.Array, fill: Any) -> jax.Array:
+        """The ``k``-th element of every window along a new leading axis: ``(K, *out_shape)``."""
         if self.kind == "slide":
-            _size, out, kernel, stride, pad, dilation = self.params
+            _, out, kernel, stride, pad, dilation = self.params
             if pad or self.high:
                 config = [(0, 0, 0)] * x.ndim
                 config[self.axis] = (pad, self.high, 0)
                 x = lax.pad(x, np.array(fill, x.dtype), config)
-            return [
-                lax.slice_in_dim(
-                    x, k * dilation, k * dilation + (out - 1) * stride + 1, stride, self.axis
-                )
-                for k in range(kernel)
-            ]
-        columns = np.asarray(self.params, np.int32).T  # (count, out)
-        return [jnp.take(x, columns[k], axis=self.axis) for k in range(self.count)]
+            last = (out - 1) * stride + 1
+            return _stack(
+                [
+                    lax.slice_in_dim(x, k * dilation, k * dilation + last, stride, self.axis)
+                    for k in range(kernel)
+                ]
+            )
+        if self.kind == "plane":
+            n, c, out, count = self.params.shape
+            shape = [n, c] + [1] * (x.ndim - 2)
+            shape[self.axis] = out * count
+            index = jnp.reshape(self.params, shape)
+            taken = jnp.take_along_axis(x, index, axis=self.axis, mode="clip")
+            split = list(taken.shape)
+            split[self.axis : self.axis + 1] = [out, count]
+            return jnp.moveaxis(jnp.reshape(taken, split), self.axis + 1, 0)
+        # One gather for all offsets: (..., out, K, ...), then K to the front.
+        coords = np.asarray(self.params, np.int32)
+        taken = jnp.take(x, coords, axis=self.axis, mode="clip")
+        return jnp.moveaxis(taken, self.axis + 1, 0)
 
     def valid(self, ndim: int) -> np.ndarray | None:
         """Per offset, the windows whose element is inside the input (``(K, ...)``), or None."""
@@ -358,7 +392,7 @@ class _Axis:
                 tuple(padding),
                 window_dilation=tuple(dilations),
             )
-        return lax.reduce_max(_stack(self.takes(x, lowest)), (0,))
+        return lax.reduce_max(self.stack(x, lowest), (0,))
 
 
 def _stack(parts: list[jax.Array]) -> jax.Array:
@@ -391,37 +425,50 @@ def _pick(stack: jax.Array, sel: jax.Array) -> jax.Array:
 
 
 def _max_stage(
-    x: jax.Array, payload: jax.Array | None, ax: _Axis, lowest: Any
+    x: jax.Array, payload: jax.Array | None, axis: _Axis, lowest: Any
 ) -> tuple[jax.Array, jax.Array | None]:
     """Max over the windows of one axis, differentiated as torch routes it; ``payload`` (the
-    flat input index of each element) follows the chosen elements."""
-    valid = ax.valid(x.ndim)
+    flat input index of each element, or None) follows the chosen elements."""
+    valid = axis.valid(x.ndim)
+    # A per-plane axis holds arrays (maybe tracers): they enter the custom rule as arguments,
+    # never as closed-over values.
+    coords = axis.params if axis.kind == "plane" else None
+
+    def rebuilt(coords: jax.Array | None) -> _Axis:
+        return axis if coords is None else _Axis(axis.axis, "plane", coords)
+
+    def chosen(ax: _Axis, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        stack = ax.stack(x, lowest)
+        out = lax.reduce_max(stack, (0,))
+        return out, _selection(stack, out, valid)
 
     @jax.custom_jvp
-    def stage(x: jax.Array) -> jax.Array:
-        return ax.maximum(x, lowest)
+    def stage(x: jax.Array, payload: jax.Array | None, coords: jax.Array | None) -> Any:
+        ax = rebuilt(coords)
+        if payload is None:
+            return ax.maximum(x, lowest), None
+        out, sel = chosen(ax, x)
+        return out, _pick(ax.stack(jnp.broadcast_to(payload, x.shape), 0), sel)
 
     @stage.defjvp
-    def stage_jvp(primals: tuple[jax.Array], tangents: tuple[jax.Array]) -> Any:
-        (x,), (t,) = primals, tangents
-        out = ax.maximum(x, lowest)
-        sel = _selection(_stack(ax.takes(x, lowest)), out, valid)
-        return out, _pick(_stack(ax.takes(t, 0)), sel)
+    def stage_jvp(primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> Any:
+        (x, payload, coords), (t, _, _) = primals, tangents
+        ax = rebuilt(coords)
+        out, sel = chosen(ax, x)
+        t_out = _pick(ax.stack(t, 0), sel)
+        if payload is None:
+            return (out, None), (t_out, None)
+        payload = _pick(ax.stack(jnp.broadcast_to(payload, x.shape), 0), sel)
+        return (out, payload), (t_out, np.zeros(payload.shape, jax.dtypes.float0))
 
-    out = stage(x)
-    if payload is not None:
-        primal = lax.stop_gradient(x)
-        sel = _selection(_stack(ax.takes(primal, lowest)), lax.stop_gradient(out), valid)
-        payload = _pick(_stack(ax.takes(jnp.broadcast_to(payload, x.shape), 0)), sel)
-    return out, payload
+    result: tuple[jax.Array, jax.Array | None] = stage(x, payload, coords)
+    return result
 
 
-@partial(jax.jit, static_argnums=(1, 2))
-def _max_pool_core(
+def _max_pool_body(
     x: jax.Array, axes: tuple[_Axis, ...], with_indices: bool
 ) -> tuple[jax.Array, jax.Array | None]:
-    """The maxima (and flat plane indices) of a batched input over separable windows: one
-    compiled program per configuration, also when called eagerly."""
+    """The maxima (and flat plane indices) of a batched input over separable windows."""
     lowest = _lowest(x.dtype)
     payload = None
     if with_indices:
@@ -435,6 +482,10 @@ def _max_pool_core(
     for ax in reversed(axes):
         x, payload = _max_stage(x, payload, ax, lowest)
     return x, payload
+
+
+# One compiled program per configuration, also when called eagerly.
+_max_pool_core = partial(jax.jit, static_argnums=(1, 2))(_max_pool_body)
 
 
 def _max_pool(
@@ -805,23 +856,17 @@ def _adaptive_avg(input: Any, n: int, fn: str, output_size: Any) -> jax.Array:
                 "VALID",
             ) / jnp.asarray(math.prod(kernel), acc)
     else:
-        # Unequal windows: one averaging matrix per dim, applied in turn.
-        y = x.astype(acc)
-        for axis, (i, o) in enumerate(zip(spatial, out_sizes)):
+        # Unequal windows: one averaging matrix per dim, in one contraction (a zero-output
+        # dim gives an empty matrix and an empty result, as torch).
+        matrices = []
+        for i, o in zip(spatial, out_sizes):
             start, end = _adaptive_bounds(i, o)
             positions = np.arange(i)
             inside = (positions[None, :] >= start[:, None]) & (positions[None, :] < end[:, None])
-            matrix = inside / np.maximum(end - start, 1)[:, None]
-            y = jnp.moveaxis(
-                jnp.tensordot(
-                    jnp.moveaxis(y, 2 + axis, -1),
-                    jnp.asarray(matrix.T, acc),
-                    axes=1,
-                    precision=lax.Precision.HIGHEST,
-                ),
-                -1,
-                2 + axis,
-            )
+            matrices.append(jnp.asarray(inside / np.maximum(end - start, 1)[:, None], acc))
+        src, dst = "ijk"[:n], "xyz"[:n]
+        spec = f"nc{src}," + ",".join(f"{d}{s}" for d, s in zip(dst, src)) + f"->nc{dst}"
+        y = jnp.einsum(spec, x.astype(acc), *matrices, precision=lax.Precision.HIGHEST)
     y = y.astype(x.dtype)
     return y[0] if unbatched else y
 
@@ -923,3 +968,425 @@ adaptive_max_pool3d = _adaptive_max_public(3, False)
 adaptive_max_pool1d_with_indices = _adaptive_max_public(1, True)
 adaptive_max_pool2d_with_indices = _adaptive_max_public(2, True)
 adaptive_max_pool3d_with_indices = _adaptive_max_public(3, True)
+
+
+# --------------------------------------------------------------------------------------------
+# Power-average pooling: torch's formula on top of avg_pool / max_pool.
+# --------------------------------------------------------------------------------------------
+
+
+def _lp_pool(
+    input: Any, n: int, norm_type: Any, kernel_size: Any, stride: Any, ceil_mode: bool
+) -> jax.Array:
+    fn = f"lp_pool{n}d"
+    kernel = _ntuple(kernel_size, n, fn, "kernel_size")
+    if isinstance(norm_type, (int, float)) and math.isinf(norm_type):
+        x = jnp.abs(jnp.asarray(input))
+        if norm_type > 0:
+            return _max_pool(x, n, f"max_pool{n}d", kernel_size, stride, 0, 1, ceil_mode, False)[0]
+        neg = _max_pool(-x, n, f"max_pool{n}d", kernel_size, stride, 0, 1, ceil_mode, False)[0]
+        return -neg
+    x = jnp.asarray(input)
+    # An integral power is a product, exactly as torch's pow computes it (and differentiable at
+    # negative inputs).
+    power = int(norm_type) if float(norm_type).is_integer() else norm_type
+    out = _avg_pool(x**power, n, f"avg_pool{n}d", kernel_size, stride, 0, ceil_mode, True, None)
+    out = jnp.sign(out) * jax.nn.relu(jnp.abs(out))
+    return (out * math.prod(kernel)) ** (1.0 / norm_type)
+
+
+def lp_pool1d(
+    input: jax.Array,
+    norm_type: float,
+    kernel_size: int,
+    stride: IntOrTuple | None = None,
+    ceil_mode: bool = False,
+) -> jax.Array:
+    """Power-average pooling of an ``(N, C, L)`` or ``(C, L)`` input, like
+    ``torch.nn.functional.lp_pool1d``; see :func:`lp_pool2d`."""
+    return _lp_pool(input, 1, norm_type, kernel_size, stride, ceil_mode)
+
+
+def lp_pool2d(
+    input: jax.Array,
+    norm_type: float,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    ceil_mode: bool = False,
+) -> jax.Array:
+    """Power-average pooling, like ``torch.nn.functional.lp_pool2d``: torch's formula
+    ``(sign(s) * relu(|s|) * prod(kernel_size)) ** (1 / p)`` with ``s`` the window mean of
+    ``input ** p`` (``avg_pool2d`` without padding, so a ceil-mode window at the edge is scaled
+    as torch scales it); ``p = inf`` is max pooling of ``|input|``, ``p = -inf`` its min.
+
+    **Arguments:**
+
+    - `input`: ``(N, C, H, W)`` or ``(C, H, W)``.
+    - `norm_type`: the power ``p``.
+    - `kernel_size`, `stride` (default ``kernel_size``): an int or a tuple of 2 ints.
+    - `ceil_mode`: round the output size up.
+
+    **Returns:**
+
+    The pooled array. Where a window's sum is zero the gradient is zero, as in torch.
+    """
+    return _lp_pool(input, 2, norm_type, kernel_size, stride, ceil_mode)
+
+
+def lp_pool3d(
+    input: jax.Array,
+    norm_type: float,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    ceil_mode: bool = False,
+) -> jax.Array:
+    """Power-average pooling of an ``(N, C, D, H, W)`` or ``(C, D, H, W)`` input, like
+    ``torch.nn.functional.lp_pool3d``; see :func:`lp_pool2d`."""
+    return _lp_pool(input, 3, norm_type, kernel_size, stride, ceil_mode)
+
+
+# --------------------------------------------------------------------------------------------
+# Max unpooling: scatter each value to its index in a zero plane.
+# --------------------------------------------------------------------------------------------
+
+_UNPOOL_INDICES_SHAPE = (
+    "{fn}: Expected shape of indices to be same as that of the input tensor ({input}) but got "
+    "indices tensor with shape: {indices}"
+)
+_UNPOOL_INDICES_DTYPE = "{fn}: elements in indices should be an integer type but got: {dtype}"
+_UNPOOL_OUTPUT_LENGTH = (
+    "output_size should be a sequence containing {n} or {full} elements, but it has a length "
+    "of '{got}'"
+)
+_UNPOOL_OUTPUT_RANGE = 'invalid output_size "{size}" (dim {dim} must be between {lo} and {hi})'
+_UNPOOL_RANK = "{fn}: Expected {unbatched}D or {batched}D input, but got input of size: {shape}"
+
+
+def _unpool_output_size(
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    output_size: Any,
+) -> tuple[int, ...]:
+    """torch's ``_unpool_output_size``: ``(in - 1) * stride + kernel - 2 * padding`` per dim,
+    or ``output_size`` (its last ``n`` entries), within one stride of that."""
+    n = len(kernel)
+    default = [(i - 1) * s + k - 2 * p for i, k, s, p in zip(spatial, kernel, stride, padding)]
+    if output_size is None:
+        return tuple(default)
+    sizes = list(output_size)
+    if len(sizes) == n + 2:
+        sizes = sizes[2:]
+    if len(sizes) != n:
+        raise ValueError(_UNPOOL_OUTPUT_LENGTH.format(n=n, full=n + 2, got=len(sizes)))
+    for d in range(n):
+        lo, hi = default[d] - stride[d], default[d] + stride[d]
+        if not lo < sizes[d] < hi:
+            raise ValueError(_UNPOOL_OUTPUT_RANGE.format(size=output_size, dim=d, lo=lo, hi=hi))
+    return tuple(int(s) for s in sizes)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _scatter_planes(values: jax.Array, indices: jax.Array, size: int) -> jax.Array:
+    """``(N, C, size)`` zeros with ``values`` (``(N, C, L)``) written at ``indices``
+    (an index outside the plane writes nothing).
+
+    The derivative is torch's: each input takes the output gradient at its index (a gather),
+    also where two inputs share an index (overlapping pooling windows), where a plain scatter's
+    derivative would give it to one of them only.
+    """
+    n, c, _ = values.shape
+    out = jnp.zeros((n, c, size), values.dtype)
+    rows = lax.broadcasted_iota(np.int32, indices.shape, 0)
+    cols = lax.broadcasted_iota(np.int32, indices.shape, 1)
+    return out.at[rows, cols, indices].set(values, mode="drop")
+
+
+def _scatter_fwd(values: jax.Array, indices: jax.Array, size: int) -> Any:
+    return _scatter_planes(values, indices, size), indices
+
+
+def _scatter_bwd(size: int, indices: jax.Array, g: jax.Array) -> Any:
+    grad = jnp.take_along_axis(g, indices, axis=2, mode="fill", fill_value=0)
+    return grad, np.zeros(indices.shape, jax.dtypes.float0)
+
+
+_scatter_planes.defvjp(_scatter_fwd, _scatter_bwd)
+
+
+def _max_unpool(
+    input: Any,
+    indices: Any,
+    n: int,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    output_size: Any,
+) -> jax.Array:
+    fn = f"max_unpool{n}d"
+    kernel = _ntuple(kernel_size, n, fn, "kernel_size")
+    strides = kernel if stride is None else _ntuple(stride, n, fn, "stride", omitted=True)
+    pads = _ntuple(padding, n, fn, "padding")
+    x = jnp.asarray(input)
+    idx = jnp.asarray(indices)
+    if x.ndim not in (n + 1, n + 2):
+        raise RuntimeError(
+            _UNPOOL_RANK.format(fn=fn, unbatched=n + 1, batched=n + 2, shape=_shape(x.shape))
+        )
+    if idx.shape != x.shape:
+        raise RuntimeError(
+            _UNPOOL_INDICES_SHAPE.format(fn=fn, input=_shape(x.shape), indices=_shape(idx.shape))
+        )
+    if not jnp.issubdtype(idx.dtype, jnp.integer):
+        raise RuntimeError(_UNPOOL_INDICES_DTYPE.format(fn=fn, dtype=idx.dtype))
+    unbatched = x.ndim == n + 1
+    if unbatched:
+        x, idx = x[None], idx[None]
+    out_sizes = _unpool_output_size(x.shape[2:], kernel, strides, pads, output_size)
+    planes = _scatter_planes(
+        x.reshape(*x.shape[:2], -1), idx.reshape(*idx.shape[:2], -1), math.prod(out_sizes)
+    )
+    out = planes.reshape(*x.shape[:2], *out_sizes)
+    return out[0] if unbatched else out
+
+
+def _max_unpool_doc(n: int) -> str:
+    shapes = {1: "(N, C, L) or (C, L)", 2: "(N, C, H, W) or (C, H, W)"}.get(
+        n, "(N, C, D, H, W) or (C, D, H, W)"
+    )
+    return f"""The partial inverse of :func:`max_pool{n}d`, like
+    ``torch.nn.functional.max_unpool{n}d``: zeros, with each input value written at its index.
+
+    **Arguments:**
+
+    - `input`: ``{shapes}``.
+    - `indices`: integer array shaped like ``input``: flat indices into each output
+      ``(N, C)`` plane, as ``max_pool{n}d(..., return_indices=True)`` returns them. torch raises
+      for an index outside the plane; here the indices may be traced, so such a value is
+      dropped instead.
+    - `kernel_size`, `stride` (default ``kernel_size``), `padding`: the pooling's.
+    - `output_size`: the output's spatial size ({n} or {n + 2} entries), within one stride of
+      the default ``(in - 1) * stride + kernel_size - 2 * padding`` (``ValueError`` otherwise,
+      as torch).
+
+    **Returns:**
+
+    ``(N, C, *output_size)`` (or unbatched). The gradient of an input is the output gradient at
+    its index, as in torch.
+    """
+
+
+def max_unpool1d(
+    input: jax.Array,
+    indices: jax.Array,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    output_size: Sequence[int] | None = None,
+) -> jax.Array:
+    return _max_unpool(input, indices, 1, kernel_size, stride, padding, output_size)
+
+
+def max_unpool2d(
+    input: jax.Array,
+    indices: jax.Array,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    output_size: Sequence[int] | None = None,
+) -> jax.Array:
+    return _max_unpool(input, indices, 2, kernel_size, stride, padding, output_size)
+
+
+def max_unpool3d(
+    input: jax.Array,
+    indices: jax.Array,
+    kernel_size: IntOrTuple,
+    stride: IntOrTuple | None = None,
+    padding: IntOrTuple = 0,
+    output_size: Sequence[int] | None = None,
+) -> jax.Array:
+    return _max_unpool(input, indices, 3, kernel_size, stride, padding, output_size)
+
+
+max_unpool1d.__doc__ = _max_unpool_doc(1)
+max_unpool2d.__doc__ = _max_unpool_doc(2)
+max_unpool3d.__doc__ = _max_unpool_doc(3)
+
+
+# --------------------------------------------------------------------------------------------
+# Fractional max pooling (Graham, 2014): pseudo-random window starts per (N, C) plane.
+# --------------------------------------------------------------------------------------------
+
+_FRACTIONAL_NO_SIZE = "{fn} requires specifying either an output_size or an output_ratio"
+_FRACTIONAL_RATIO = "{fn} requires output_ratio to either be a single Int or tuple of Ints."
+_FRACTIONAL_TOO_LARGE = "{fn}(): pool {dim} {kernel} too large relative to input {dim} {size}"
+_FRACTIONAL_RANK = "{fn}(): Expected {unbatched}D or {batched}D tensor, but got: {shape}"
+_FRACTIONAL_SAMPLES = (
+    "{fn}: Expect _random_samples of shape (N, C, {n}) with N no less than the batch size "
+    "{batch} and C = {channels}, got {shape}"
+)
+_FRACTIONAL_DIMS = {2: ("height", "width"), 3: ("time", "height", "width")}
+
+
+def _fractional_intervals(sample: jax.Array, size: int, out: int, kernel: int) -> jax.Array:
+    """ATen's ``generate_intervals``, in the input's precision as there: window starts
+    ``int((i + u) * alpha) - int(u * alpha)`` with ``alpha = (size - kernel) / (out - 1)``, the
+    last window ending at the input's end. ``sample`` is ``(N, C)``; returns ``(N, C, out)``."""
+    dtype = sample.dtype
+    last = jnp.full((*sample.shape, 1), size - kernel, np.int32)
+    if out == 1:
+        return last
+    alpha = np.array(size - kernel, dtype) / np.array(out - 1, dtype)
+    i = lax.broadcasted_iota(dtype, (*sample.shape, out - 1), 2)
+    u = sample[..., None]
+    starts = ((i + u) * alpha).astype(np.int32) - (u * alpha).astype(np.int32)
+    return jnp.concatenate([starts, last], axis=-1)
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _fractional_core(
+    x: jax.Array,
+    samples: jax.Array,
+    kernel: tuple[int, ...],
+    out_sizes: tuple[int, ...],
+    with_indices: bool,
+) -> tuple[jax.Array, jax.Array | None]:
+    """The pooling of a batched input with the given ``(N, C, n)`` samples: one compiled program
+    per configuration, also when called eagerly."""
+    n = len(kernel)
+    samples = lax.stop_gradient(samples)
+    # ATen pairs the samples with the dims in reverse for 2-d (sample 0 is the width's).
+    order = (1, 0) if n == 2 else tuple(range(n))
+    axes = []
+    for i, (size, length, k) in enumerate(zip(x.shape[2:], out_sizes, kernel)):
+        starts = _fractional_intervals(samples[:, :, order[i]], size, length, k)
+        coords = starts[..., None] + lax.broadcasted_iota(np.int32, (1, 1, 1, k), 3)
+        axes.append(_Axis(2 + i, "plane", coords))
+    return _max_pool_body(x, tuple(axes), with_indices)
+
+
+def _fractional(
+    input: Any,
+    n: int,
+    kernel_size: Any,
+    output_size: Any,
+    output_ratio: Any,
+    with_indices: bool,
+    random_samples: Any,
+    key: Any,
+) -> tuple[jax.Array, jax.Array | None]:
+    fn = f"fractional_max_pool{n}d"
+    if output_size is None and output_ratio is None:
+        raise ValueError(_FRACTIONAL_NO_SIZE.format(fn=fn))
+    x = jnp.asarray(input)
+    if x.ndim not in (n + 1, n + 2):
+        raise RuntimeError(
+            _FRACTIONAL_RANK.format(fn=fn, unbatched=n + 1, batched=n + 2, shape=_shape(x.shape))
+        )
+    unbatched = x.ndim == n + 1
+    if unbatched:
+        x = x[None]
+    spatial = tuple(x.shape[2:])
+    kernel = _ntuple(kernel_size, n, fn, "kernel_size")
+    if output_size is None:
+        if isinstance(output_ratio, Sequence) and len(output_ratio) > n:
+            raise ValueError(_FRACTIONAL_RATIO.format(fn=fn))
+        ratios = tuple(output_ratio) if isinstance(output_ratio, Sequence) else (output_ratio,)
+        ratios = ratios * n if len(ratios) == 1 else ratios
+        out_sizes = tuple(int(s * r) for s, r in zip(spatial, ratios))
+    else:
+        out_sizes = _ntuple(output_size, n, fn, "output_size")
+    if any(k <= 0 for k in kernel):
+        raise RuntimeError(f"{fn}(): kernel_size must be greater than zero, got {kernel}")
+    for dim, size, length, k in zip(_FRACTIONAL_DIMS[n], spatial, out_sizes, kernel):
+        if length < 0:
+            raise RuntimeError(f"{fn}(): output_size must be non-negative, got {out_sizes}")
+        if length + k - 1 > size:
+            raise RuntimeError(_FRACTIONAL_TOO_LARGE.format(fn=fn, dim=dim, kernel=k, size=size))
+    batch, channels = x.shape[:2]
+    if random_samples is None:
+        dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else np.dtype(np.float32)
+        samples = jax.random.uniform(
+            resolve_key(key, f"{fn} (its random window offsets)"), (batch, channels, n), dtype
+        )
+    else:
+        samples = jnp.asarray(random_samples)
+        if (
+            samples.ndim != 3
+            or samples.shape[0] < batch
+            or samples.shape[1] != channels
+            or samples.shape[2] != n
+        ):
+            raise RuntimeError(
+                _FRACTIONAL_SAMPLES.format(
+                    fn=fn, n=n, batch=batch, channels=channels, shape=_shape(samples.shape)
+                )
+            )
+        samples = samples[:batch]
+    if any(o == 0 for o in out_sizes):
+        out = jnp.zeros((batch, channels, *out_sizes), x.dtype)
+        indices: jax.Array | None = jnp.zeros(out.shape, _index_dtype())
+    else:
+        out, indices = _fractional_core(x, samples, kernel, out_sizes, with_indices)
+    if unbatched:
+        out = out[0]
+        indices = None if indices is None else indices[0]
+    return out, indices
+
+
+def _fractional_public(n: int, always_indices: bool) -> Callable[..., Any]:
+    fn = f"fractional_max_pool{n}d"
+
+    def fractional_max_pool(
+        input: jax.Array,
+        kernel_size: IntOrTuple,
+        output_size: IntOrTuple | None = None,
+        output_ratio: float | Sequence[float] | None = None,
+        return_indices: bool = False,
+        _random_samples: jax.Array | None = None,
+        *,
+        key: jax.Array | None = None,
+    ) -> Any:
+        want = always_indices or _check_bool(return_indices, fn, "return_indices")
+        out, indices = _fractional(
+            input, n, kernel_size, output_size, output_ratio, want, _random_samples, key
+        )
+        return (out, indices) if want else out
+
+    name = fn + ("_with_indices" if always_indices else "")
+    fractional_max_pool.__name__ = fractional_max_pool.__qualname__ = name
+    if always_indices:
+        fractional_max_pool.__doc__ = f":func:`{fn}` that always returns ``(output, indices)``."
+        return fractional_max_pool
+    spatial = "(N, C, H, W) or (C, H, W)" if n == 2 else "(N, C, T, H, W) or (C, T, H, W)"
+    fractional_max_pool.__doc__ = f"""Fractional max pooling, like
+    ``torch.nn.functional.{fn}``: windows of ``kernel_size`` whose starts are spread
+    pseudo-randomly (one uniform sample per ``(N, C)`` plane and dim, ATen's interval rule).
+
+    **Arguments:**
+
+    - `input`: ``{spatial}``.
+    - `kernel_size`: an int or a tuple of {n} ints.
+    - `output_size`: the output's spatial size; or
+    - `output_ratio`: in ``(0, 1)``, ``output_size = int(input_size * ratio)``.
+    - `return_indices`: also return the flat index of each maximum in its ``(N, C)`` plane
+      (``int32`` unless JAX's 64-bit mode is on).
+    - `_random_samples`: ``(N, C, {n})`` samples in ``[0, 1)`` to use instead of drawing them
+      (torch's argument; with torch's samples the result is torch's).
+    - `key`: the JAX key to draw the samples from; ``None`` draws from fparam's key stream
+      (``fparam.rng`` scope under a transformation, the default stream eagerly), as dropout
+      does. The samples never equal torch's for a seed.
+
+    **Returns:**
+
+    ``output`` or ``(output, indices)``; ties and NaN pick torch's element, in the gradient too.
+    """
+    return fractional_max_pool
+
+
+fractional_max_pool2d = _fractional_public(2, False)
+fractional_max_pool3d = _fractional_public(3, False)
+fractional_max_pool2d_with_indices = _fractional_public(2, True)
+fractional_max_pool3d_with_indices = _fractional_public(3, True)
