@@ -8,8 +8,8 @@ up to a ``Tanh``; ``Conv2d``-``BatchNorm2d``-``LeakyReLU`` down to a ``Sigmoid``
 64x64. Each iteration is that example's: a discriminator step on a real and a generated batch
 (``BCELoss``), then a generator step through the updated discriminator, both in one jitted
 function written in the README's pattern (``fparam.value_and_grad``, ``opt.step``, which carries
-the BatchNorm running statistics out). fparam has no Adam yet, so both networks use SGD with
-momentum 0.5 (the example's Adam uses beta1 = 0.5).
+the BatchNorm running statistics out). Both networks train with the example's
+``Adam(betas=(0.5, 0.999))``, at lr 1e-3 for these small images.
 
 After each epoch it prints the losses and the discriminator's mean outputs, and saves a grid of
 64 samples drawn from a fixed noise batch (``--out``); at the end, the loss curves. The same
@@ -187,7 +187,7 @@ def save_curves(history: dict[str, list[float]], path: Path) -> None:
 def main(
     epochs: int = 30,
     batch_size: int = 64,
-    lr: float = 0.02,
+    lr: float = 1e-3,
     out: str = "examples/out",
     seed: int = 0,
 ) -> tuple[Generator, dict[str, list[float]]]:
@@ -196,8 +196,8 @@ def main(
     netG, netD = Generator(), Discriminator()
     netG.apply(weights_init)
     netD.apply(weights_init)
-    optimizerG = optim.SGD(netG.parameters(), lr=lr, momentum=0.5)
-    optimizerD = optim.SGD(netD.parameters(), lr=lr, momentum=0.5)
+    optimizerG = optim.Adam(netG.parameters(), lr=lr, betas=(0.5, 0.999))
+    optimizerD = optim.Adam(netD.parameters(), lr=lr, betas=(0.5, 0.999))
 
     rng = np.random.default_rng(seed)
     fixed_noise = rng.standard_normal((64, nz, 1, 1)).astype(np.float32)
@@ -245,7 +245,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", default=os.environ.get("FPARAM_EXAMPLES_OUT", "examples/out"))
     args = parser.parse_args()
     main(args.epochs, args.batch_size, args.lr, args.out)
