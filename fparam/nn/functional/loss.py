@@ -1360,40 +1360,6 @@ def cosine_embedding_loss(
     return _reduce(loss, reduction)
 
 
-def _pairwise_distance(
-    x1: jax.Array, x2: jax.Array, p: float = 2.0, eps: float = 1e-6
-) -> jax.Array:
-    """torch's ``pairwise_distance``: ``‖x1 - x2 + eps‖_p`` over the last axis of the broadcast,
-    with torch's norm gradients (0 where the norm is 0; p=inf splits ties equally).
-
-    Private to the triplet losses: ``F.pairwise_distance`` lives in ``functional/distance.py``.
-    """
-    x1, x2 = _broadcast(x1, x2)
-    d = x1 - x2 + eps
-    if d.ndim == 0:
-        d = d[None]
-    if p == 0:
-        return jax.lax.stop_gradient(jnp.sum(d != 0, axis=-1).astype(d.dtype))
-    if p == 1:
-        return jnp.sum(_abs0(d), axis=-1)
-    if p == float("inf"):
-        return jnp.max(jnp.abs(d), axis=-1)
-    if p == float("-inf"):
-        return jnp.min(jnp.abs(d), axis=-1)
-    mag = _abs0(d)
-    if p == 2:
-        sq = jnp.sum(d * d, axis=-1)
-        safe = jnp.where(sq == 0, 1, sq)
-        return jnp.where(sq == 0, 0, jnp.sqrt(safe))
-    nonzero = mag != 0
-    safe_mag = jnp.where(nonzero, mag, 1)
-    total = jnp.sum(jnp.where(nonzero, safe_mag**p, 0), axis=-1)
-    if p < 0:
-        return total ** (1 / p)
-    safe_total = jnp.where(total == 0, 1, total)
-    return jnp.where(total == 0, 0, safe_total ** (1 / p))
-
-
 def _check_triplet(anchor: Any, positive: Any, negative: Any) -> None:
     if not (anchor.ndim == positive.ndim == negative.ndim):
         raise RuntimeError(_TRIPLET_DIMS.format(a=anchor.ndim, p=positive.ndim, n=negative.ndim))
@@ -1443,10 +1409,12 @@ def triplet_margin_loss(
     _check_triplet(a, pos, neg)
     a, pos, neg = _float(a), _float(pos), _float(neg)
     p, eps, margin = float(p), _scalar(eps), _scalar(margin)
-    dist_pos = _pairwise_distance(a, pos, p, eps)
-    dist_neg = _pairwise_distance(a, neg, p, eps)
+    from fparam.nn.functional.distance import pairwise_distance  # distance imports this file
+
+    dist_pos = pairwise_distance(a, pos, p, eps)
+    dist_neg = pairwise_distance(a, neg, p, eps)
     if swap:
-        dist_neg = jnp.minimum(dist_neg, _pairwise_distance(pos, neg, p, eps))
+        dist_neg = jnp.minimum(dist_neg, pairwise_distance(pos, neg, p, eps))
     return _reduce(_relu_ge(margin + dist_pos - dist_neg), reduction)
 
 
@@ -1492,7 +1460,9 @@ def triplet_margin_with_distance_loss(
     a, pos, neg = _view(anchor), _view(positive), _view(negative)
     _check_triplet(a, pos, neg)
     a, pos, neg = jnp.asarray(a), jnp.asarray(pos), jnp.asarray(neg)
-    dist = distance_function if distance_function is not None else _pairwise_distance
+    from fparam.nn.functional.distance import pairwise_distance  # distance imports this file
+
+    dist = distance_function if distance_function is not None else pairwise_distance
     margin = _scalar(margin)
     dist_pos = dist(a, pos)
     dist_neg = dist(a, neg)
