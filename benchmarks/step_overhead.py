@@ -20,6 +20,7 @@ Run: ``python benchmarks/step_overhead.py [--steps 200] [--repeats 15] [--host-l
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -210,6 +211,72 @@ def torch_runner(w: dict[str, Any]) -> Callable[[int], Any] | None:
     return run
 
 
+# --------------------------------------------------------------------------------- compile time
+
+
+def _stages(fn: Callable[..., Any], *args: Any) -> tuple[float, float, float]:
+    """Seconds to trace, lower and XLA-compile ``jax.jit(fn)`` for ``args`` (a fresh jit)."""
+    start = time.perf_counter()
+    traced = jax.jit(fn).trace(*args)
+    traced_at = time.perf_counter()
+    lowered = traced.lower()
+    lowered_at = time.perf_counter()
+    lowered.compile()
+    return traced_at - start, lowered_at - traced_at, time.perf_counter() - lowered_at
+
+
+def compile_times(w: dict[str, Any]) -> dict[str, tuple[float, float, float]]:
+    """The first call's cost of each train step, by stage: fparam's SGD and Adam steps against
+    the same updates written in raw JAX (and optax's Adam when installed)."""
+    criterion = nn.CrossEntropyLoss()
+    forward = w["raw_forward"]
+    model, x, y = w["model"], w["x"], w["y"]
+
+    def fparam_step(model: Any, opt: Any, x: jax.Array, y: jax.Array) -> Any:
+        loss, grads = jax.value_and_grad(lambda m: criterion(m(x), y))(model)
+        model, opt = opt.step(model, grads)
+        return model, opt, loss
+
+    def raw_sgd(params: Any, bufs: Any, x: jax.Array, y: jax.Array) -> Any:
+        loss, grads = jax.value_and_grad(lambda p: log_softmax_ce(forward(p, x), y))(params)
+        bufs = jax.tree.map(lambda b, g: MOMENTUM * b + g, bufs, grads)
+        return jax.tree.map(lambda p, b: p - LR * b, params, bufs), bufs, loss
+
+    params = w["params"]
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    times = {
+        "fparam SGD": _stages(
+            fparam_step, model, optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM), x, y
+        ),
+        "raw JAX SGD": _stages(raw_sgd, params, zeros, x, y),
+        "fparam Adam": _stages(fparam_step, model, optim.Adam(model.parameters(), lr=LR), x, y),
+    }
+    try:
+        import optax
+    except ImportError:
+        return times
+    tx = optax.adam(LR)
+
+    def optax_adam(params: Any, state: Any, x: jax.Array, y: jax.Array) -> Any:
+        loss, grads = jax.value_and_grad(lambda p: log_softmax_ce(forward(p, x), y))(params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
+    times["optax Adam"] = _stages(optax_adam, params, tx.init(params), x, y)
+    return times
+
+
+def print_compile_times() -> None:
+    for workload in (seed_workload(), mlp_workload()):
+        times = compile_times(workload)
+        print(f"\n{workload['name']}: first call, seconds")
+        print(f"  {'':12s} {'trace':>7s} {'lower':>7s} {'compile':>8s} {'total':>7s} {'/ raw':>6s}")
+        base = sum(times["raw JAX SGD"])
+        for name, (t, lo, c) in times.items():
+            total = t + lo + c
+            print(f"  {name:12s} {t:7.2f} {lo:7.2f} {c:8.2f} {total:7.2f} {total / base:6.2f}")
+
+
 def main(
     steps: int = 200, repeats: int = 15, host_lr: bool = False
 ) -> list[tuple[str, dict[str, float]]]:
@@ -241,5 +308,11 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--host-lr", action="store_true", help="(a) with the lr read/set per step")
+    parser.add_argument(
+        "--compile", action="store_true", help="time trace, lowering and compile instead"
+    )
     args = parser.parse_args()
-    main(args.steps, args.repeats, args.host_lr)
+    if args.compile:
+        print_compile_times()
+    else:
+        main(args.steps, args.repeats, args.host_lr)
