@@ -5,7 +5,9 @@ torch creates a parameter's state (``step`` and arrays of the parameter's shape 
 constructor. fparam allocates every array when a group is added (on the parameter's placement,
 from the host: no compile) and keeps, per parameter, a "state exists" flag, the step count and
 any other scalar (NAdam's ``mu_product``) in the optimizer's packed vector leaf, so a jitted step
-has one leaf per state array and nothing else. ``state_dict()`` lists only the parameters whose
+has one leaf per state array and nothing else. Parameters whose scalars have been the same all
+along share one row of them (see ``sgd.initial_classes``), so that their updates are the same
+computation, compiled once per shape. ``state_dict()`` lists only the parameters whose
 state exists, with torch's keys in torch's order; ``load_state_dict`` takes torch's.
 
 A subclass is its constructor (torch's checks and defaults), ``_array_state`` (the array names
@@ -47,7 +49,10 @@ from fparam.optim.sgd import (
     _id_ranges,
     _PackedFlags,
     _select,
+    classes_of,
+    initial_classes,
     loaded_buffer,
+    refine_classes,
 )
 
 __all__ = ["AdaptiveOptimizer", "bias_correction", "check_options", "lerp"]
@@ -154,13 +159,15 @@ class AdaptiveOptimizer(Optimizer):
     state_order: ClassVar[tuple[str, ...]] = ()
 
     _arrays: dict[int, dict[str, jax.Array]]
-    _rows: Any  # group index -> (n_params, 1 + len(scalar_state)) table: exists, scalars
+    _rows: Any  # group index -> (n_classes, 1 + len(scalar_state)) table: exists, scalars
+    _classes: list[tuple[int, ...]]  # per group: each parameter's row in the table
     _keys: list[tuple[str, ...]]
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._arrays = {}
         self._rows = {}
         self._keys = []
+        self._classes = []
         super().__init__(params, defaults)
 
     # ---------------------------------------------------------------- what a subclass says
@@ -206,7 +213,8 @@ class AdaptiveOptimizer(Optimizer):
         self._keys.append(keys)
         for p in group["params"]:
             self._arrays[p.uid] = {name: self._initial_array(name, p) for name in keys}
-        self._rows[gi] = self._fresh_rows(len(group["params"]), False)
+        self._classes.append(initial_classes(group["params"]))
+        self._rows[gi] = self._fresh_rows(max(self._classes[gi]) + 1, False)
         self.__dict__.pop("_fp_layout", None)
         self._state_changed()
 
@@ -228,18 +236,19 @@ class AdaptiveOptimizer(Optimizer):
         self._ensure_state()
 
     def _static_extras(self) -> Any:
-        return tuple(self._keys)
+        # Per group: its array names and its parameters' classes (rows).
+        return tuple(zip(self._keys, self._classes))
 
     @classmethod
     def _packed_state_size(cls, groups: list[ParamGroup], extras: Any) -> int:
-        return sum(len(g["params"]) for g in groups) * (1 + len(cls.scalar_state))
+        return sum(max(classes) + 1 for _, classes in extras) * (1 + len(cls.scalar_state))
 
     def _spans(self, layout: Any) -> dict[int, tuple[int, int, int]]:
         spans = layout.cache.get("row_spans")
         if spans is None:
             spans, start, width = {}, layout.state_start, self._width
-            for gi, (_, params_key, _) in enumerate(layout.templates):
-                stop = start + len(params_key.handles) * width
+            for gi, (_, classes) in enumerate(layout.extras):
+                stop = start + (max(classes) + 1) * width
                 spans[gi] = (start, stop, width)
                 start = stop
             layout.cache["row_spans"] = spans
@@ -250,7 +259,7 @@ class AdaptiveOptimizer(Optimizer):
         if order is None:
             order = layout.cache["leaf_order"] = [
                 (p.uid, name)
-                for (_, params_key, _), keys in zip(layout.templates, layout.extras)
+                for (_, params_key, _), (keys, _) in zip(layout.templates, layout.extras)
                 for p in params_key.handles
                 for name in keys
             ]
@@ -275,7 +284,8 @@ class AdaptiveOptimizer(Optimizer):
             for p in params_key.handles:
                 arrays.setdefault(p.uid, {})
         self._arrays = arrays
-        self._keys = list(layout.extras)
+        self._keys = [keys for keys, _ in layout.extras]
+        self._classes = [classes for _, classes in layout.extras]
         self._rows = _Rows(packed, self._spans(layout))
 
     # ---------------------------------------------------------------- the update
@@ -291,6 +301,7 @@ class AdaptiveOptimizer(Optimizer):
         dtype = jax.dtypes.canonicalize_dtype(np.float64)
         arrays = dict(self._arrays)
         rows = dict(self._rows)
+        all_classes = list(self._classes)
         new_values: dict[int, Any] = {}
         names = list(self.scalar_state)[1:]
         for gi, group in enumerate(self.param_groups):
@@ -298,18 +309,20 @@ class AdaptiveOptimizer(Optimizer):
             stepped = np.asarray([p.uid in updates for p in handles], np.float64)
             if not stepped.any():
                 continue
-            table = jnp.asarray(rows[gi], dtype)
-            step = table[:, 1] + stepped.astype(dtype)
+            classes, take, row_stepped = refine_classes(all_classes[gi], stepped)
+            all_classes[gi] = classes
+            table = jnp.asarray(rows[gi] if take is None else rows[gi][take], dtype)
+            step = table[:, 1] + row_stepped.astype(dtype)
             others = {name: table[:, 2 + j] for j, name in enumerate(names)}
-            new_others, coefficients = self._advance(group, step, others, stepped)
-            exists = jnp.maximum(table[:, 0], stepped.astype(dtype))
+            new_others, coefficients = self._advance(group, step, others, row_stepped)
+            exists = jnp.maximum(table[:, 0], row_stepped.astype(dtype))
             columns = [exists, step, *(new_others.get(n, others[n]) for n in names)]
             rows[gi] = jnp.stack(columns, axis=1)
             for pi, handle in enumerate(handles):
                 if not stepped[pi]:
                     continue
                 param, grad = updates[handle.uid]
-                c = {k: v[pi] for k, v in coefficients.items()}
+                c = {k: v[classes[pi]] for k, v in coefficients.items()}
                 new_param, state = self._rule(param, grad, arrays[handle.uid], group, c)
                 new_values[handle.uid] = new_param.astype(param.dtype)
                 arrays[handle.uid] = {
@@ -321,7 +334,8 @@ class AdaptiveOptimizer(Optimizer):
         new._arrays = arrays
         new._rows = rows
         new._keys = list(self._keys)
-        new._remember_layout(layout)
+        new._classes = all_classes
+        new._remember_stepped_layout(layout)
         new._state_changed()
         return new, new_values
 
@@ -344,7 +358,7 @@ class AdaptiveOptimizer(Optimizer):
             ids = list(range(index, index + len(group["params"])))
             packed["params"] = ids
             groups.append(packed)
-            table = np.asarray(self._rows[gi])
+            table = np.asarray(self._rows[gi])[list(self._classes[gi])]
             for pi, handle in enumerate(group["params"]):
                 if table[pi, 0]:
                     entry = {
@@ -427,6 +441,7 @@ class AdaptiveOptimizer(Optimizer):
             self._arrays = {}
             self._rows = {}
             self._keys = []
+            current, self._classes = self._classes, []
             self.__dict__.pop("_fp_layout", None)
             for gi, group in enumerate(groups):
                 keys = group_keys[gi]
@@ -439,7 +454,8 @@ class AdaptiveOptimizer(Optimizer):
                     if (gi, pi) in scalars:
                         table[pi, 0] = 1
                         table[pi, 1:] = scalars[(gi, pi)]
-                self._rows[gi] = table
+                classes, self._rows[gi] = classes_of(table, current[gi])
+                self._classes.append(classes)
             self._state_changed()
 
         return commit

@@ -703,6 +703,16 @@ class Optimizer:
     def _remember_layout(self, layout: _OptimizerLayout) -> None:
         self.__dict__["_fp_layout"] = (layout, tuple(map(id, self.param_groups)))
 
+    def _remember_stepped_layout(self, layout: _OptimizerLayout) -> None:
+        """After a step: remember ``layout``, with the subclass's new state structure if the
+        step changed it (a class of parameters split, see ``sgd.initial_classes``). The
+        hyperparameters keep their places, so the packed vector keeps them as they are (with
+        how each reads back and what packing lost of each); only its state part is redone."""
+        extras = self._static_extras()
+        if extras != layout.extras:
+            layout = _OptimizerLayout(type(self), self.param_groups, self.defaults, extras)
+        self._remember_layout(layout)
+
     def _slot_owners(self, layout: _OptimizerLayout) -> list[tuple[ParamGroup, dict[str, Slot]]]:
         """The defaults and each group, with where their hyperparameters are packed."""
         owners = [(self.defaults, layout.default_slots)]
@@ -762,6 +772,8 @@ class Optimizer:
         if isinstance(packed, np.ndarray) and isinstance(state, np.ndarray):
             return np.concatenate([packed[: layout.state_start], state.astype(dtype)])
         jnp = jax.numpy
+        if packed.shape[0] != layout.n_packed:  # the state's structure changed
+            return jnp.concatenate([packed[: layout.state_start], jnp.asarray(state, dtype)])
         return jax.lax.dynamic_update_slice(
             jnp.asarray(packed), jnp.asarray(state, dtype), (layout.state_start,)
         )

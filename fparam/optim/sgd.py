@@ -79,6 +79,58 @@ def _single_tensor_sgd(
     return (param - lr * g).astype(param.dtype), new_buf
 
 
+# A group's per-parameter scalar state (SGD's "buffer initialised" flags, Adam's step counts)
+# is kept once per *class*: parameters whose state has been the same all along (they start
+# alike and have stepped together) share one packed value. Each parameter's update then reads
+# the same slice of the packed vector as its classmates, the per-parameter computations are
+# identical, and XLA compiles one kernel per parameter shape instead of one per parameter (a
+# different slice per parameter made a 24-layer MLP's step compile 3-4x longer,
+# benchmarks/README.md). The classes are static structure: a tuple giving each parameter's
+# row, numbered in order of first appearance. They start as "trainable" and "frozen" (a frozen
+# parameter never steps), and a step in which only some of a class have a gradient splits it
+# (a new structure: the next call of a jitted step traces once more).
+
+
+def _numbered(keys: Any) -> tuple[int, ...]:
+    """Each key's class: equal keys share one, numbered in order of first appearance."""
+    seen: dict[Any, int] = {}
+    return tuple(seen.setdefault(key, len(seen)) for key in keys)
+
+
+def initial_classes(handles: Any) -> tuple[int, ...]:
+    """The classes of a group's fresh state: trainable and frozen parameters apart."""
+    return _numbered(p.requires_grad for p in handles)
+
+
+def refine_classes(
+    classes: tuple[int, ...], stepped: np.ndarray
+) -> tuple[tuple[int, ...], np.ndarray | None, np.ndarray]:
+    """The classes after a step in which the parameters ``stepped`` have a gradient.
+
+    Returns ``(new_classes, take, row_stepped)``: ``take`` gives each new row's old row (None
+    when the rows are unchanged), ``row_stepped`` whether each new row's parameters step.
+    """
+    keys = list(zip(classes, map(bool, stepped)))
+    rows = list(dict.fromkeys(keys))
+    index = {key: i for i, key in enumerate(rows)}
+    take = np.asarray([c for c, _ in rows])
+    unchanged = len(rows) == max(classes) + 1  # every class stepped or rested as a whole
+    return (
+        tuple(index[key] for key in keys),
+        None if unchanged else take,
+        np.asarray([s for _, s in rows]),
+    )
+
+
+def classes_of(values: np.ndarray, current: tuple[int, ...]) -> tuple[tuple[int, ...], np.ndarray]:
+    """Loaded per-parameter state ``values`` as ``(classes, rows)``: the ``current`` classes,
+    split where the values differ within one (so loading a state whose parameters stepped
+    together, such as the optimizer's own, keeps the structure: no new trace)."""
+    classes = _numbered((c, np.asarray(v).tobytes()) for c, v in zip(current, values))
+    first = [classes.index(c) for c in range(max(classes) + 1)]
+    return classes, values[first]
+
+
 def _concrete(value: Any) -> float:
     """A checked hyperparameter as a float for a sign check (a traced one passes: nan)."""
     return float("nan") if _is_tracer(value) else float(np.asarray(value).reshape(()))
@@ -192,9 +244,11 @@ class SGD(Optimizer):
             lr = jnp.reshape(jnp.asarray(lr), ())
         # uid -> momentum buffer; group index -> bool vector "buffer initialised" (torch creates
         # the buffer lazily on a parameter's first step; fparam allocates it and flags it). The
-        # flags travel in the optimizer's packed vector, after the hyperparameters.
+        # flags travel in the optimizer's packed vector, after the hyperparameters: one flag for
+        # each class of parameters (see ``initial_classes``); ``_classes`` says whose is whose.
         self._momentum: dict[int, jax.Array] = {}
         self._initialized: dict[int, Any] = {}
+        self._classes: dict[int, tuple[int, ...]] = {}
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -220,7 +274,8 @@ class SGD(Optimizer):
         params = self.param_groups[group_index]["params"]
         for p in params:
             self._momentum[p.uid] = zeros_like_param(p)
-        self._initialized[group_index] = np.zeros((len(params),), bool)
+        classes = self._classes[group_index] = initial_classes(params)
+        self._initialized[group_index] = np.zeros((max(classes) + 1,), bool)
         self._state_changed()
 
     def _ensure_state(self) -> None:
@@ -243,7 +298,7 @@ class SGD(Optimizer):
         uids = layout.cache.get("buffer_uids")
         if uids is None:
             uids = layout.cache["buffer_uids"] = [
-                p.uid for gi in layout.extras for p in layout.templates[gi][1].handles
+                p.uid for gi, _ in layout.extras for p in layout.templates[gi][1].handles
             ]
         return uids
 
@@ -253,8 +308,8 @@ class SGD(Optimizer):
         if spans is None:
             spans = {}
             start = layout.state_start
-            for gi in layout.extras:
-                stop = start + len(layout.templates[gi][1].handles)
+            for gi, classes in layout.extras:
+                stop = start + max(classes) + 1
                 spans[gi] = (start, stop)
                 start = stop
             layout.cache["flag_spans"] = spans
@@ -262,10 +317,10 @@ class SGD(Optimizer):
 
     @classmethod
     def _packed_state_size(cls, groups: list[ParamGroup], extras: Any) -> int:
-        return sum(len(groups[gi]["params"]) for gi in extras)
+        return sum(max(classes) + 1 for _, classes in extras)
 
     def _packed_state(self, layout: Any) -> Any:
-        flags = [self._initialized[gi] for gi in layout.extras]
+        flags = [self._initialized[gi] for gi, _ in layout.extras]
         if not flags:
             return None
         if all(isinstance(f, np.ndarray) for f in flags):
@@ -278,11 +333,13 @@ class SGD(Optimizer):
         return [momentum[uid] for uid in self._buffer_uids(layout)]
 
     def _static_extras(self) -> Any:
-        return tuple(sorted(self._initialized))
+        # (group index, its parameters' classes) for each group with momentum buffers.
+        return tuple((gi, self._classes[gi]) for gi in sorted(self._initialized))
 
     def _set_state(self, layout: Any, packed: Any, leaves: list[Any]) -> None:
         self._momentum = dict(zip(self._buffer_uids(layout), leaves))
         self._initialized = _PackedFlags(packed, self._flag_spans(layout))
+        self._classes = dict(layout.extras)
 
     # ---------------------------------------------------------------- the update
 
@@ -296,18 +353,22 @@ class SGD(Optimizer):
         new_values: dict[int, Any] = {}
         momentum_buffers = dict(self._momentum)
         initialized = dict(self._initialized)
+        classes = dict(self._classes)
         for gi, group in enumerate(self.param_groups):
             has_buffers = gi in initialized
-            stepped = np.zeros((len(group["params"]),), bool)
-            for pi, handle in enumerate(group["params"]):
-                if handle.uid not in updates:
+            handles = group["params"]
+            stepped = np.asarray([p.uid in updates for p in handles], bool)
+            if has_buffers:
+                classes[gi], take, row_stepped = refine_classes(classes[gi], stepped)
+                flags = initialized[gi] if take is None else initialized[gi][take]
+            for pi, handle in enumerate(handles):
+                if not stepped[pi]:
                     continue
                 param, grad = updates[handle.uid]
                 buf = first = None
                 if has_buffers:
                     buf = momentum_buffers[handle.uid]
-                    first = ~initialized[gi][pi]
-                    stepped[pi] = True
+                    first = ~flags[classes[gi][pi]]
                 new_values[handle.uid], new_buf = _single_tensor_sgd(
                     param, grad, buf, first, group, self.hyperparameters
                 )
@@ -315,15 +376,18 @@ class SGD(Optimizer):
                     momentum_buffers[handle.uid] = new_buf
             if has_buffers and stepped.any():
                 momentum = group["momentum"]
-                now = _select(momentum, partial(jnp.asarray, stepped), np.zeros_like(stepped))
-                initialized[gi] = initialized[gi] | now
+                now = _select(
+                    momentum, partial(jnp.asarray, row_stepped), np.zeros_like(row_stepped)
+                )
+                initialized[gi] = flags | now
         layout = self._layout()
         new = object.__new__(SGD)
         new.__dict__.update(self.__dict__)
         new.param_groups = [g.copy_clean() for g in self.param_groups]
         new._momentum = momentum_buffers
         new._initialized = initialized
-        new._remember_layout(layout)
+        new._classes = classes
+        new._remember_stepped_layout(layout)
         new._state_changed()
         return new, new_values
 
@@ -344,7 +408,7 @@ class SGD(Optimizer):
             packed["params"] = ids
             groups.append(packed)
             if gi in self._initialized:
-                flags = np.asarray(self._initialized[gi])
+                flags = np.asarray(self._initialized[gi])[list(self._classes[gi])]
                 for pi, handle in enumerate(group["params"]):
                     if flags[pi]:
                         state[ids[pi]] = {"momentum_buffer": self._momentum[handle.uid]}
@@ -396,14 +460,19 @@ class SGD(Optimizer):
             flags[gi][pi] = True
 
         def commit() -> None:
+            current = self._classes
             self._momentum = {}
             self._initialized = {}
+            self._classes = {}
             for gi, group in enumerate(groups):
                 momentum = group["momentum"]
                 if gi in flags or _is_tracer(momentum) or momentum != 0:
                     self._allocate(gi)
             self._momentum.update(buffers)
-            self._initialized.update(flags)
+            for gi, group_flags in flags.items():
+                self._classes[gi], self._initialized[gi] = classes_of(
+                    group_flags, current.get(gi) or self._classes[gi]
+                )
 
         return commit
 

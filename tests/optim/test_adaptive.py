@@ -406,7 +406,7 @@ def run_loop(m: Any, opt: Any, calls: int, between: Callable[[int, Any], Any]) -
 def test_new_lrs_betas_and_loads_never_recompile() -> None:
     m, t = make_pair()
     opt, topt = build("Adam", {"amsgrad": True}, m, t)
-    train(None, None, t, topt, 2, seed=13)
+    train(None, None, t, topt, 2, seed=13, none=False)  # its parameters step together
 
     def between(i: int, opt: Any) -> Any:
         group = opt.param_groups[i % 2]
@@ -560,3 +560,42 @@ def test_bad_betas_and_state_are_named() -> None:
     with pytest.raises(ValueError, match=r"exp_avg for parameter 0 has shape \(3,\)"):
         opt.load_state_dict(sd)
     assert opt.state_dict()["state"] == {}  # unchanged by the failed loads
+
+
+def test_parameters_that_step_together_share_one_row_of_scalars() -> None:
+    """Each group keeps one row of per-parameter scalars (step, ...) per class of parameters
+    that have stepped together (trainable and frozen apart), so a jitted step compiles one
+    update per parameter shape; a None gradient splits a class once (one more trace), after
+    which the structure is stable, and every step still equals torch's."""
+    m, t = make_pair()
+    opt, topt = build("NAdam", {}, m, t)
+    # fc1 (weight, bias): one class; fc2 (weight, bias) and the frozen head: two.
+    assert [len(np.asarray(opt._rows[gi])) for gi in range(2)] == [1, 2]
+    traces = 0
+
+    @jax.jit
+    def train_step(m: Any, opt: Any, g: Any) -> Any:
+        nonlocal traces
+        traces += 1
+        return opt.step(m, g)
+
+    rng = np.random.default_rng(21)
+    for i in range(7):
+        g = random_grads(rng, i, none=i == 3)  # fc2.bias has no gradient at step 3 only
+        set_torch_grads(t, g)
+        topt.step()
+        m, opt = train_step(m, opt, grads_tree(m, g))
+        assert_same(m, opt, t, topt, f"step {i}")
+        # Step 3's None is another gradient structure (a trace of its own); the split it
+        # makes is one more at step 4, and the last.
+        assert traces == (1 if i < 3 else 2 if i == 3 else 3), i
+    assert [len(np.asarray(opt._rows[gi])) for gi in range(2)] == [1, 3]
+    # Loading the optimizer's own state keeps the structure; a fresh optimizer loading it
+    # takes the same structure, so the same compiled step serves both.
+    opt.load_state_dict(opt.state_dict())
+    fresh, _ = build("NAdam", {}, m, t)
+    fresh.load_state_dict(opt.state_dict())
+    assert jax.tree.structure(fresh) == jax.tree.structure(opt)
+    m, opt = train_step(m, opt, grads_tree(m, random_grads(rng, 7)))
+    m, fresh = train_step(m, fresh, grads_tree(m, random_grads(rng, 8)))
+    assert traces == 3

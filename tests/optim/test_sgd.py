@@ -735,10 +735,10 @@ def test_optimizer_is_a_pytree() -> None:
     assert packed.dtype == np.float32 and packed.ndim == 1
     # lr, momentum, dampening, weight_decay for the defaults and the group; how each reads
     # back (0: a Python number); what float32 lost of each (a jitted step's 1 - beta is
-    # torch's with it); 5 flags.
+    # torch's with it); one "initialised" flag for the group's 5 parameters, which agree.
     lost = [float(np.float64(v) - np.float32(v)) for v in (0.1, 0.9, 0, 0)]
     np.testing.assert_array_equal(
-        packed, np.float32([0.1, 0.9, 0, 0] * 2 + [0] * 8 + lost * 2 + [1] * 5)
+        packed, np.float32([0.1, 0.9, 0, 0] * 2 + [0] * 8 + lost * 2 + [1])
     )
     for leaf, buf in zip(leaves[1:], buffers.values()):
         np.testing.assert_array_equal(np.asarray(leaf), buf)
@@ -1217,3 +1217,34 @@ def test_zero_grad_is_a_no_op() -> None:
         warnings.simplefilter("error")
         assert opt.zero_grad() is None
         assert opt.zero_grad(set_to_none=False) is None
+
+
+def test_buffers_initialised_together_share_one_flag() -> None:
+    """A group keeps one "buffer initialised" flag per class of parameters that have stepped
+    together (one kernel per parameter shape in the compiled step); a None gradient splits a
+    class once, the structure is stable after it, and every step equals torch's."""
+    m, t = make_pair()
+    kwargs = {"lr": 0.1, "momentum": 0.9, "dampening": 0.3}
+    opt = optim.SGD(m.parameters(), **kwargs)
+    topt = torch.optim.SGD(t.parameters(), **kwargs)
+    assert len(opt._initialized[0]) == 1
+    traces = 0
+
+    @jax.jit
+    def step(m: Net, opt: optim.SGD, g: Any) -> Any:
+        nonlocal traces
+        traces += 1
+        return opt.step(m, g)
+
+    rng = np.random.default_rng(5)
+    for i in range(5):
+        g: dict[str, Any] = dict(random_grads(rng))
+        if i == 0:
+            g["a.bias"] = None  # its buffer starts a step later: a class of its own
+        set_torch_grads(t, g)
+        topt.step()
+        m, opt = step(m, opt, grads_tree(m, g))
+        assert_same(m, opt, t, topt, f"step {i}")
+    assert traces == 2  # step 0 (a None gradient), step 1 (full gradients, split flags), no more
+    np.testing.assert_array_equal(opt._initialized[0], [True, True])
+    assert opt._classes[0] == (0, 0, 1, 0, 0)
