@@ -472,8 +472,11 @@ class Optimizer:
     What never retraces a jitted step: a new hyperparameter value, of any kind (a Python
     number, a NumPy number, a JAX array: how each reads back travels in the packed leaf),
     and ``load_state_dict`` of a state with the same options and the same momentum groups
-    (the optimizer's own, or torch's). What does: a new static option (``nesterov``, a new
-    key), a group given momentum buffers for the first time.
+    (the optimizer's own, or torch's from a run whose parameters stepped together). What does:
+    a new static option (``nesterov``, a new key), a group given momentum buffers for the
+    first time, and, once, a step or a loaded state in which some parameters of a group have
+    stepped and others not (their per-parameter scalars then differ: see
+    ``sgd.initial_classes``).
 
     Inside a trace: the optimizer a jitted step receives is a traced copy. ``step`` returns a
     new one; setting ``opt.param_groups[i]['lr']`` on the copy is kept exactly when the step
