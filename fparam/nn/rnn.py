@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fparam import _random
 from fparam._module import Module, Parameter
 from fparam.nn import _validation as V
 from fparam.nn import init
@@ -108,13 +107,32 @@ def _as_array(owner: str, name: str, value: Any) -> jax.Array:
 def _uniform_values(
     key: Any, shapes: dict[str, tuple[int, ...]], hidden_size: int, dtype: Any
 ) -> dict[str, jax.Array]:
-    """torch's ``reset_parameters`` for RNNs: every parameter ``U(-1/√hidden, 1/√hidden)``."""
+    """torch's ``reset_parameters`` for RNNs: every parameter ``U(-1/√hidden, 1/√hidden)``.
+
+    One draw for all the parameters, cut into pieces: an RNN has up to five parameters per
+    layer and direction, and under ``jax.eval_shape`` / ``jit`` each separate draw of a new
+    shape would be traced (and cached by JAX) on its own. Eagerly the draw is on the host, as
+    every fparam initialiser's (nothing compiled).
+    """
     stdv = 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0
-    keys = _random.split_key(_random.init_key(key), max(len(shapes), 1))
-    return {
-        name: init.uniform_(jax.ShapeDtypeStruct(shape, dtype), -stdv, stdv, key=k)
-        for (name, shape), k in zip(shapes.items(), keys, strict=False)
-    }
+    sizes = [math.prod(shape) for shape in shapes.values()]
+    sample = init._standard("uniform", key, (sum(sizes),), np.dtype(dtype))
+    values = {}
+    offset = 0
+    if isinstance(sample, np.ndarray):
+        for (name, shape), size in zip(shapes.items(), sizes, strict=True):
+            piece = sample[offset : offset + size].reshape(shape)
+            values[name] = init._scaled(piece, 2 * stdv, -stdv, dtype)
+            offset += size
+        return values
+    # Traced (jax.eval_shape, jit, vmap over keys): scale once, then lax's slices, the
+    # cheapest ops to trace.
+    sample = (sample * (2 * stdv) - stdv).astype(dtype)
+    for (name, shape), size in zip(shapes.items(), sizes, strict=True):
+        piece = jax.lax.slice_in_dim(sample, offset, offset + size)
+        values[name] = jax.lax.reshape(piece, shape)
+        offset += size
+    return values
 
 
 def _packed_sequence_type() -> Any:
