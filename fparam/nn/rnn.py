@@ -117,7 +117,7 @@ def _uniform_values(
     stdv = 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0
     sizes = [math.prod(shape) for shape in shapes.values()]
     sample = init._standard("uniform", key, (sum(sizes),), np.dtype(dtype))
-    values = {}
+    values: dict[str, jax.Array] = {}
     offset = 0
     if isinstance(sample, np.ndarray):
         for (name, shape), size in zip(shapes.items(), sizes, strict=True):
@@ -127,10 +127,10 @@ def _uniform_values(
         return values
     # Traced (jax.eval_shape, jit, vmap over keys): scale once, then lax's slices, the
     # cheapest ops to trace.
-    sample = (sample * (2 * stdv) - stdv).astype(dtype)
+    scaled = (sample * (2 * stdv) - stdv).astype(dtype)
     for (name, shape), size in zip(shapes.items(), sizes, strict=True):
-        piece = jax.lax.slice_in_dim(sample, offset, offset + size)
-        values[name] = jax.lax.reshape(piece, shape)
+        traced = jax.lax.slice_in_dim(scaled, offset, offset + size)
+        values[name] = jax.lax.reshape(traced, shape)
         offset += size
     return values
 
