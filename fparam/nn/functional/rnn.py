@@ -41,7 +41,8 @@ Weights = tuple[jax.Array, jax.Array, Any, Any, Any]
 
 def _linear(x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
     y = jnp.matmul(x, w.T)
-    return y if b is None else y + b
+    # Explicit broadcast: fparam works under jax_numpy_rank_promotion='raise'.
+    return y if b is None else y + b[(None,) * (y.ndim - 1)]
 
 
 def _step(
