@@ -552,3 +552,104 @@ def test_dtype_mismatch_names_both_dtypes() -> None:
         module("x")
     with pytest.raises(TypeError, match=r"hx must be a tuple \(h_0, c_0\)"):
         nn.LSTM(3, 4)(np.zeros((2, 2, 3), np.float32), np.zeros((1, 2, 4), np.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# PackedSequence input
+
+
+_PACKED_CASES = [
+    # (cls, kwargs, lengths, with_hx)
+    ("LSTM", {"num_layers": 2, "bidirectional": True}, [3, 5, 2], True),
+    ("LSTM", {"proj_size": 2, "bidirectional": True}, [2, 4, 4], False),
+    ("GRU", {"num_layers": 2, "bidirectional": True}, [1, 3, 6], False),
+    ("GRU", {"batch_first": True}, [4, 2, 5], True),
+    ("RNN", {"bidirectional": True, "nonlinearity": "relu"}, [3, 1, 4], True),
+]
+
+
+def test_packed_input_matches_torch_with_unsorted_lengths() -> None:
+    """``pack_padded_sequence(..., enforce_sorted=False)`` with unsorted lengths: the packed
+    output (data and layout), ``h_n``/``c_n`` at each sequence's last valid step (the reverse
+    direction from each sequence's own end) and the gradients w.r.t. the padded input, the
+    initial state and every parameter, against torch."""
+    from fparam.nn.utils import rnn as rnn_utils
+
+    rng = np.random.default_rng(7)
+    modules, inputs, hxs, cots, expected = [], [], [], [], []
+    for cls, kwargs, lengths, with_hx in _PACKED_CASES:
+        torch_module = getattr(torch.nn, cls)(INPUT, HIDDEN, **kwargs)
+        module = getattr(nn, cls)(INPUT, HIDDEN, **kwargs)
+        module.load_state_dict(torch_module.state_dict())
+        batch, steps = len(lengths), max(lengths)
+        batch_first = kwargs.get("batch_first", False)
+        shape = (batch, steps, INPUT) if batch_first else (steps, batch, INPUT)
+        x = rng.standard_normal(shape).astype(np.float32)
+        d = 2 if kwargs.get("bidirectional") else 1
+        layers = kwargs.get("num_layers", 1)
+        hx: Any = None
+        if with_hx:
+            h_out = kwargs.get("proj_size") or HIDDEN
+            h0 = rng.standard_normal((layers * d, batch, h_out)).astype(np.float32)
+            c0 = rng.standard_normal((layers * d, batch, HIDDEN)).astype(np.float32)
+            hx = (h0, c0) if cls == "LSTM" else h0
+        # torch
+        xt = torch.tensor(x, requires_grad=True)
+        hxt = None if hx is None else [torch.tensor(h, requires_grad=True) for h in _flat(hx)]
+        packed_t = torch.nn.utils.rnn.pack_padded_sequence(
+            xt, torch.tensor(lengths), batch_first=batch_first, enforce_sorted=False
+        )
+        torch_hx = None if hxt is None else (tuple(hxt) if cls == "LSTM" else hxt[0])
+        out_t, hidden_t = torch_module(packed_t, torch_hx)
+        outs_t = [out_t.data, *_flat(hidden_t)]
+        cot = [rng.standard_normal(tuple(o.shape)).astype(np.float32) for o in outs_t]
+        params = list(torch_module.named_parameters())
+        leaves = [xt, *(hxt or []), *(p for _, p in params)]
+        grads_t = torch.autograd.grad(outs_t, leaves, [torch.tensor(c) for c in cot])
+        expected.append((out_t, [o.detach().numpy() for o in outs_t], grads_t, params))
+        # fparam: the packed batch is built outside, and goes into the program as a pytree
+        packed = rnn_utils.pack_padded_sequence(
+            x, lengths, batch_first=batch_first, enforce_sorted=False
+        )
+        np.testing.assert_array_equal(np.asarray(packed.data), packed_t.data.detach().numpy())
+        cot_out = rnn_utils.PackedSequence(
+            cot[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+        )
+        cot_hidden = (cot[1], cot[2]) if cls == "LSTM" else cot[1]
+        modules.append(module)
+        inputs.append(packed)
+        hxs.append(hx)
+        cots.append((cot_out, cot_hidden))
+    results = _values_and_grads(modules, inputs, hxs, cots)
+    for case, (out_t, outs_t, grads_t, params), (y, g_packed, ghx, gm) in zip(
+        _PACKED_CASES, expected, results, strict=True
+    ):
+        out, hidden = y
+        assert isinstance(out, rnn_utils.PackedSequence)
+        np.testing.assert_array_equal(out.batch_sizes, out_t.batch_sizes.numpy())
+        np.testing.assert_array_equal(out.sorted_indices, out_t.sorted_indices.numpy())
+        np.testing.assert_array_equal(out.unsorted_indices, out_t.unsorted_indices.numpy())
+        for got, want in zip([out.data, *_flat(hidden)], outs_t, strict=True):
+            _assert_close(got, want, f"{case} value")
+        # the gradient w.r.t. the packed data, unpacked the way torch's flows to the padding
+        cls, kwargs, lengths, _ = case
+        batch_first = kwargs.get("batch_first", False)
+        g_padded, _ = rnn_utils.pad_packed_sequence(g_packed, batch_first=batch_first)
+        got_grads = [g_padded, *(_flat(ghx) if ghx is not None else [])]
+        got_grads += [getattr(gm, n) for n, _ in params]
+        for got, want in zip(got_grads, grads_t, strict=True):
+            _assert_close(got, want.numpy(), f"{case} grad")
+
+
+def test_packed_input_errors_are_torchs() -> None:
+    from fparam.nn.utils import rnn as rnn_utils
+
+    x = np.zeros((4, 2, 3), np.float32)
+    packed = rnn_utils.pack_padded_sequence(x, [4, 2])
+    packed_t = torch.nn.utils.rnn.pack_padded_sequence(torch.tensor(x), torch.tensor([4, 2]))
+    gru_t, gru = torch.nn.GRU(3, 5), nn.GRU(3, 5)
+    bad_h = np.zeros((1, 3, 5), np.float32)
+    expected = _error(lambda: gru_t(packed_t, torch.tensor(bad_h)))
+    assert _error(lambda: gru(packed, bad_h)) == expected
+    expected = _error(lambda: torch.nn.GRU(4, 5)(packed_t))
+    assert _error(lambda: nn.GRU(4, 5)(packed)) == expected
