@@ -342,7 +342,7 @@ class RNNBase(Module):
         x: jax.Array,
         h0: jax.Array,
         c0: jax.Array | None,
-        lengths: jax.Array | None = None,
+        lengths: Any = None,
     ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
         """The recurrence on a time-major ``x (T, B, I)``."""
         if x.shape[0] == 0:
@@ -440,7 +440,32 @@ class RNNBase(Module):
         return (out, (h_n, c_n)) if lstm else (out, h_n)
 
     def _forward_packed(self, packed: Any, hx: Any) -> Any:
-        raise NotImplementedError("PackedSequence input")
+        """A ``PackedSequence`` input: the recurrence runs on the padded batch (in the batch's
+        original order, which is also the order of torch's ``h_0``/``h_n`` for packed input)
+        with a mask, and the output is packed again with the input's layout."""
+        from fparam.nn.utils import rnn as rnn_utils
+
+        lstm = self.mode == "LSTM"
+        self._check_input(packed.data, packed=True)
+        mini_batch = int(packed.batch_sizes[0])
+        if hx is None:
+            dtype = packed.data.dtype
+            # torch's zeros: RNN and GRU take hidden_size (no projection there).
+            h0 = self._zeros(mini_batch, dtype)
+            c0 = self._zeros(mini_batch, dtype, cell=True) if lstm else None
+        else:
+            h0, c0 = self._hidden_arrays(hx)
+        expected = self._expected_hidden_size(mini_batch)
+        if lstm:
+            assert c0 is not None
+            self._check_hidden(h0, expected, _HIDDEN0_SIZE)
+            self._check_hidden(c0, self._expected_hidden_size(mini_batch, True), _HIDDEN1_SIZE)
+        else:
+            self._check_hidden(h0, expected, _HIDDEN_SIZE)
+        padded, lengths = rnn_utils._padded_from_packed(packed)
+        out, h_n, c_n = self._run(padded, h0, c0, lengths)
+        output = rnn_utils._packed_from_padded(out, packed)
+        return (output, (h_n, c_n)) if lstm else (output, h_n)
 
 
 def _reject_proj_size(cls: str, kwargs: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fparam.nn.functional.dropout import dropout as _dropout
 
@@ -41,7 +42,8 @@ Weights = tuple[jax.Array, jax.Array, Any, Any, Any]
 
 def _linear(x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
     y = jnp.matmul(x, w.T)
-    return y if b is None else y + b
+    # Explicit broadcast: fparam works under jax_numpy_rank_promotion='raise'.
+    return y if b is None else y + b[(None,) * (y.ndim - 1)]
 
 
 def _step(
@@ -132,7 +134,7 @@ def rnn(
     bidirectional: bool,
     dropout: float = 0.0,
     training: bool = False,
-    lengths: jax.Array | None = None,
+    lengths: jax.Array | np.ndarray | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """A stacked, optionally bidirectional recurrence over a time-major sequence.
 
@@ -155,10 +157,11 @@ def rnn(
     ``h0``/``c0`` (``c_n`` None except for ``'LSTM'``).
     """
     num_directions = 2 if bidirectional else 1
-    mask = None
-    if lengths is not None:
-        steps = jnp.arange(input.shape[0])
-        mask = steps[:, None] < jnp.asarray(lengths)[None, :]
+    mask: Any = None
+    if isinstance(lengths, np.ndarray):  # host lengths (a PackedSequence): a constant mask
+        mask = np.arange(input.shape[0])[:, None] < lengths[None, :]
+    elif lengths is not None:
+        mask = jnp.arange(input.shape[0])[:, None] < jnp.asarray(lengths, jnp.int32)[None, :]
     layer_input = input
     h_n: list[jax.Array] = []
     c_n: list[jax.Array] = []
