@@ -108,7 +108,7 @@ def test_digits_classifier_examples_run_a_few_batches(name, tmp_path, saved_figu
 def test_lstm_example_runs_a_few_batches(capsys, tmp_path, saved_figures):
     """2 epochs of 4 batches (the full run, 97 % held-out, takes about a minute on 2 cores)."""
     example = _load("lstm_sequence")
-    history = example.main(epochs=2, max_batches=4, out=str(tmp_path))
+    history = example.main(epochs=2, max_batches=4, hidden=16, out=str(tmp_path))
     assert "8 steps in" in capsys.readouterr().out
     assert len(history["test_acc"]) == len(history["test_loss"]) == 2
     assert all(0.0 <= acc <= 1.0 for acc in history["test_acc"])
