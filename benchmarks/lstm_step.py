@@ -21,8 +21,12 @@ Then the compile time of one step (``jax.jit(step).lower(...).compile()``, a fre
 time so that nothing is cached) at several sequence lengths: the time loop is a ``lax.scan``, so
 it should not grow with ``L``.
 
+``--cpu-time`` times the steps in this process's CPU seconds (all its threads) instead of wall
+time: on a machine shared with other jobs, a step that waits for a core costs wall time but no
+CPU time, so the ratio is steadier.
+
 Run: ``python benchmarks/lstm_step.py [--steps 100] [--repeats 15] [--seq-len 32]
-[--compile-lengths 16 128 1024]``
+[--compile-lengths 16 128 1024] [--cpu-time]``
 """
 
 from __future__ import annotations
@@ -220,20 +224,24 @@ def torch_runner(shape: dict[str, int], x: jax.Array, y: jax.Array) -> Callable[
 # --------------------------------------------------------------------------------- compile
 
 
-def compile_seconds(shape: dict[str, int], seq_len: int) -> dict[str, float]:
-    """Seconds to trace, lower and compile one step at ``seq_len`` (fresh functions: no cache)."""
+def compile_seconds(shape: dict[str, int], seq_len: int) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds to trace, lower and compile one step at ``seq_len``, fparam and raw
+    JAX (fresh functions: nothing cached). CPU seconds are this process's, which other jobs on
+    a shared machine disturb less than wall time."""
     x, y = batches(1, seq_len, shape["batch"], shape["features"])[0]
     model = Classifier(shape["features"], shape["hidden"], shape["layers"])
     opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     params = raw_params(model)
     bufs = jax.tree.map(jnp.zeros_like, params)
+    contenders = {
+        "fparam": (fparam_step(), (model, opt, x, y)),
+        "raw JAX": (raw_step(shape["layers"]), (params, bufs, LR, MOMENTUM, x, y)),
+    }
     out = {}
-    start = time.perf_counter()
-    jax.jit(fparam_step()).lower(model, opt, x, y).compile()
-    out["fparam"] = time.perf_counter() - start
-    start = time.perf_counter()
-    jax.jit(raw_step(shape["layers"])).lower(params, bufs, LR, MOMENTUM, x, y).compile()
-    out["raw JAX"] = time.perf_counter() - start
+    for name, (step, args) in contenders.items():
+        wall, cpu = time.perf_counter(), time.process_time()
+        jax.jit(step).lower(*args).compile()
+        out[name] = (time.perf_counter() - wall, time.process_time() - cpu)
     return out
 
 
@@ -246,6 +254,7 @@ def main(
     hidden: int = 128,
     layers: int = 2,
     compile_lengths: tuple[int, ...] = (16, 128, 1024),
+    cpu_time: bool = False,
 ) -> dict[str, Any]:
     shape = {
         "seq_len": seq_len,
@@ -266,19 +275,21 @@ def main(
     torch_run = torch_runner(shape, x, y)
     if torch_run is not None:
         runners["torch eager"] = torch_run
-    medians = measure(runners, steps, repeats)
+    clock = time.process_time if cpu_time else time.perf_counter
+    medians = measure(runners, steps, repeats, clock)
     base = medians["raw JAX"]
-    print(f"  {'':12s} {'µs/step':>10s} {'/ raw JAX':>10s}")
+    unit = "CPU µs/step" if cpu_time else "µs/step"
+    print(f"  {'':12s} {unit:>12s} {'/ raw JAX':>10s}")
     for name, t in medians.items():
-        print(f"  {name:12s} {t * 1e6:10.1f} {t / base:10.2f}")
+        print(f"  {name:12s} {t * 1e6:12.1f} {t / base:10.2f}")
     compiles = {}
     if compile_lengths:
-        print("compile time of one step (trace + lower + XLA compile), seconds:")
-        print(f"  {'length':>8s} {'fparam':>8s} {'raw JAX':>8s}")
+        print("compile time of one step (trace + lower + XLA compile), seconds wall / CPU:")
+        print(f"  {'length':>8s} {'fparam':>13s} {'raw JAX':>13s}")
         for length in compile_lengths:
-            compiles[length] = compile_seconds(shape, length)
-            c = compiles[length]
-            print(f"  {length:8d} {c['fparam']:8.2f} {c['raw JAX']:8.2f}")
+            compiles[length] = c = compile_seconds(shape, length)
+            cells = [f"{c[k][0]:6.2f}/{c[k][1]:6.2f}" for k in ("fparam", "raw JAX")]
+            print(f"  {length:8d} {cells[0]:>13s} {cells[1]:>13s}")
     return {"step": medians, "compile": compiles}
 
 
@@ -292,6 +303,11 @@ if __name__ == "__main__":
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--compile-lengths", type=int, nargs="*", default=[16, 128, 1024])
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time steps in this process's CPU seconds (steadier on a shared machine)",
+    )
     args = parser.parse_args()
     main(
         args.steps,
@@ -302,4 +318,5 @@ if __name__ == "__main__":
         args.hidden,
         args.layers,
         tuple(args.compile_lengths),
+        args.cpu_time,
     )
