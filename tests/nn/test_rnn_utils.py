@@ -349,7 +349,8 @@ def test_packed_sequence_construction_methods_and_invert_permutation():
     t = torch.nn.utils.rnn.PackedSequence(
         torch.tensor(data), torch.tensor([2, 1]), torch.tensor([1, 0])
     )
-    for p in (a, b):
+    # A torch PackedSequence converts field by field (torch tensors read as arrays).
+    for p in (a, b, rnn.PackedSequence(*t)):
         _assert_same_packed(p, t)
     half = a.to(jnp.float16)
     assert half.data.dtype == jnp.float16 and half.batch_sizes is a.batch_sizes
