@@ -31,13 +31,20 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:dropout option adds dropout after all but last"),
 ]
 
-# Float32 tolerance, from measurement against torch on CPU over the grid below: outputs and
-# states differ by at most ~1.2e-7, gradients by at most ~1e-6 (parameter gradients are sums
-# over time and batch). A wrong gate order or formula gives differences of order 0.1.
+# Float32 tolerance, from measurement against torch on CPU over the grid, the packed cases and
+# the cells below: outputs and states differ by at most 1.2e-7 (magnitudes <= 1), gradients by
+# at most 9.5e-7 (a parameter gradient of magnitude 4.8: sums over time and batch). A wrong gate
+# order or formula gives differences of order 0.1.
 ATOL = 3e-6
 SCALED = 1e-6
 
-_FAST_COMPILE = {"xla_backend_optimization_level": 0}
+# Compile time dominates this file (XLA's CPU compiler at ~0.1 s per small op group); these
+# options cut it by about half here and change no value beyond float32 rounding.
+_FAST_COMPILE = {
+    "xla_backend_optimization_level": 0,
+    "xla_cpu_use_fusion_emitters": False,
+    "xla_llvm_disable_expensive_passes": True,
+}
 INPUT, HIDDEN, BATCH = 3, 4, 2
 
 
@@ -204,17 +211,17 @@ def _check_cases(cases: list[Case], seed: int) -> None:
 
 
 def test_parity_with_torch_on_a_sampled_grid() -> None:
-    """Outputs, final states and gradients (input, initial state, every parameter) for 24
+    """Outputs, final states and gradients (input, initial state, every parameter) for 20
     configurations over mode, layers, directions, proj_size, bias, batch_first, unbatched
     inputs, given or default initial states and lengths 1-6."""
-    cases = _sampled_cases(24, seed=18)
+    cases = _sampled_cases(20, seed=102)
     # The grid reaches every option.
     assert {c.mode for c in cases} == {"RNN_TANH", "RNN_RELU", "LSTM", "GRU"}
     for field in ("bidirectional", "bias", "batch_first", "unbatched", "with_hx"):
         assert {getattr(c, field) for c in cases} == {False, True}, field
     assert {c.num_layers for c in cases} == {1, 2, 3}
     assert {c.proj_size for c in cases if c.mode == "LSTM"} == {0, 2}
-    _check_cases(cases, seed=18)
+    _check_cases(cases, seed=102)
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,7 +406,7 @@ def test_vmap_checkpoint_and_jit_grad() -> None:
 def test_compiled_program_does_not_grow_with_the_sequence_length() -> None:
     """One scan per layer and direction: the lowered train step is the same program (up to the
     length in the shapes) for 10 and 1000 steps."""
-    module = nn.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2)
+    module = nn.LSTM(3, 4, bidirectional=True, proj_size=2)
 
     def loss(m: Any, x: Any) -> jax.Array:
         out, (h, c) = m(x)
@@ -411,7 +418,7 @@ def test_compiled_program_does_not_grow_with_the_sequence_length() -> None:
         texts[length] = lowered.as_text()
     short, long = (re.sub(r"\b(10|1000)x", "Lx", texts[n]) for n in (10, 1000))
     assert len(texts[10].splitlines()) == len(texts[1000].splitlines())
-    assert texts[10].count("stablehlo.while") == 8  # 4 forward scans, 4 transposed ones
+    assert texts[10].count("stablehlo.while") == 4  # 2 forward scans, 2 transposed ones
     assert short.count("stablehlo.dot_general") == long.count("stablehlo.dot_general")
 
 
@@ -562,16 +569,15 @@ _PACKED_CASES = [
     # (cls, kwargs, lengths, with_hx)
     ("LSTM", {"num_layers": 2, "bidirectional": True}, [3, 5, 2], True),
     ("LSTM", {"proj_size": 2, "bidirectional": True}, [2, 4, 4], False),
-    ("GRU", {"num_layers": 2, "bidirectional": True}, [1, 3, 6], False),
-    ("GRU", {"batch_first": True}, [4, 2, 5], True),
+    ("GRU", {"bidirectional": True, "batch_first": True}, [1, 3, 6], True),
     ("RNN", {"bidirectional": True, "nonlinearity": "relu"}, [3, 1, 4], True),
 ]
 
 
 def test_packed_input_matches_torch_with_unsorted_lengths() -> None:
-    """``pack_padded_sequence(..., enforce_sorted=False)`` with unsorted lengths: the packed
-    output (data and layout), ``h_n``/``c_n`` at each sequence's last valid step (the reverse
-    direction from each sequence's own end) and the gradients w.r.t. the padded input, the
+    """Batches packed with ``enforce_sorted=False`` from unsorted lengths: the packed output
+    (data and layout), ``h_n``/``c_n`` at each sequence's last valid step (the reverse
+    direction from each sequence's own end) and the gradients w.r.t. the packed rows, the
     initial state and every parameter, against torch."""
     from fparam.nn.utils import rnn as rnn_utils
 
@@ -593,33 +599,35 @@ def test_packed_input_matches_torch_with_unsorted_lengths() -> None:
             h0 = rng.standard_normal((layers * d, batch, h_out)).astype(np.float32)
             c0 = rng.standard_normal((layers * d, batch, HIDDEN)).astype(np.float32)
             hx = (h0, c0) if cls == "LSTM" else h0
-        # torch
-        xt = torch.tensor(x, requires_grad=True)
-        hxt = None if hx is None else [torch.tensor(h, requires_grad=True) for h in _flat(hx)]
+        # torch: the gradient is taken w.r.t. the packed rows (the same rows fparam packs:
+        # tests/nn/test_rnn_utils.py), so no eager pad/pack op is compiled here
         packed_t = torch.nn.utils.rnn.pack_padded_sequence(
-            xt, torch.tensor(lengths), batch_first=batch_first, enforce_sorted=False
+            torch.tensor(x), torch.tensor(lengths), batch_first=batch_first, enforce_sorted=False
         )
+        data_t = packed_t.data.clone().requires_grad_(True)
+        packed_t = torch.nn.utils.rnn.PackedSequence(
+            data_t, packed_t.batch_sizes, packed_t.sorted_indices, packed_t.unsorted_indices
+        )
+        hxt = None if hx is None else [torch.tensor(h, requires_grad=True) for h in _flat(hx)]
         torch_hx = None if hxt is None else (tuple(hxt) if cls == "LSTM" else hxt[0])
         out_t, hidden_t = torch_module(packed_t, torch_hx)
         outs_t = [out_t.data, *_flat(hidden_t)]
         cot = [rng.standard_normal(tuple(o.shape)).astype(np.float32) for o in outs_t]
         params = list(torch_module.named_parameters())
-        leaves = [xt, *(hxt or []), *(p for _, p in params)]
+        leaves = [data_t, *(hxt or []), *(p for _, p in params)]
         grads_t = torch.autograd.grad(outs_t, leaves, [torch.tensor(c) for c in cot])
         expected.append((out_t, [o.detach().numpy() for o in outs_t], grads_t, params))
-        # fparam: the packed batch is built outside, and goes into the program as a pytree
-        packed = rnn_utils.pack_padded_sequence(
-            x, lengths, batch_first=batch_first, enforce_sorted=False
+        layout = (
+            packed_t.batch_sizes.numpy(),
+            packed_t.sorted_indices.numpy(),
+            packed_t.unsorted_indices.numpy(),
         )
-        np.testing.assert_array_equal(np.asarray(packed.data), packed_t.data.detach().numpy())
-        cot_out = rnn_utils.PackedSequence(
-            cot[0], packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
-        )
+        packed = rnn_utils.PackedSequence(data_t.detach().numpy(), *layout)
         cot_hidden = (cot[1], cot[2]) if cls == "LSTM" else cot[1]
         modules.append(module)
         inputs.append(packed)
         hxs.append(hx)
-        cots.append((cot_out, cot_hidden))
+        cots.append((rnn_utils.PackedSequence(cot[0], *layout), cot_hidden))
     results = _values_and_grads(modules, inputs, hxs, cots)
     for case, (out_t, outs_t, grads_t, params), (y, g_packed, ghx, gm) in zip(
         _PACKED_CASES, expected, results, strict=True
@@ -631,11 +639,7 @@ def test_packed_input_matches_torch_with_unsorted_lengths() -> None:
         np.testing.assert_array_equal(out.unsorted_indices, out_t.unsorted_indices.numpy())
         for got, want in zip([out.data, *_flat(hidden)], outs_t, strict=True):
             _assert_close(got, want, f"{case} value")
-        # the gradient w.r.t. the packed data, unpacked the way torch's flows to the padding
-        cls, kwargs, lengths, _ = case
-        batch_first = kwargs.get("batch_first", False)
-        g_padded, _ = rnn_utils.pad_packed_sequence(g_packed, batch_first=batch_first)
-        got_grads = [g_padded, *(_flat(ghx) if ghx is not None else [])]
+        got_grads = [g_packed.data, *(_flat(ghx) if ghx is not None else [])]
         got_grads += [getattr(gm, n) for n, _ in params]
         for got, want in zip(got_grads, grads_t, strict=True):
             _assert_close(got, want.numpy(), f"{case} grad")
