@@ -24,10 +24,13 @@ expressed is data-dependent *shapes*:
 
 * lengths computed inside ``jit`` (traced) cannot decide how many rows ``.data`` has. The
   functions that need lengths raise a ``jax.errors.ConcretizationTypeError`` (a ``TypeError``)
-  that says so. Instead pad once outside the trace and carry a mask
-  (``jnp.arange(T)[:, None] < lengths[None, :]``), which the recurrent layers accept as a
-  padded batch, or pass the lengths as a static argument
-  (``jax.jit(f, static_argnames="lengths")`` with a tuple).
+  that says so. Instead pass the lengths as a static argument
+  (``jax.jit(f, static_argnames="lengths")`` with a tuple), or keep the batch padded and use
+  the traced lengths as data: mask the loss with ``jnp.arange(T)[:, None] < lengths[None, :]``,
+  and read a unidirectional recurrent layer's result at each sequence's last step
+  (``out[lengths - 1, jnp.arange(B)]``: a forward recurrence's output at step ``t`` does not
+  depend on the padding after it). A reverse direction's ``h_n`` does depend on the padding:
+  that needs static lengths.
 * a ``PackedSequence`` cannot be built inside ``jit`` from traced ``batch_sizes`` (the same
   error).
 
