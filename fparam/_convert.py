@@ -126,13 +126,18 @@ def _array_placement(array: Any) -> Any:
     return None  # a NumPy array lives on the host: keep the model where it is
 
 
-def parse_to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+def parse_to(
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    method: str = "Module.to",
+    any_dtype: bool = False,
+) -> tuple[Any, Any]:
     """torch's ``Module.to`` overloads as ``(device, dtype)`` (each ``None`` to keep), checked.
 
     ``non_blocking`` is accepted and ignored (JAX transfers are asynchronous anyway), and so is
-    ``memory_format`` (XLA picks memory layouts itself).
+    ``memory_format`` (XLA picks memory layouts itself). ``any_dtype``: accept integer and bool
+    dtypes too (``Tensor.to`` does; ``Module.to`` does not).
     """
-    method = "Module.to"
     kwargs = dict(kwargs)
     kwargs.pop("non_blocking", None)
     kwargs.pop("memory_format", None)
@@ -158,7 +163,7 @@ def parse_to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
         )
     if dtype is not None:
         dtype = dtype_of(method, dtype)
-        if not jnp.issubdtype(dtype, jnp.inexact):
+        if not any_dtype and not jnp.issubdtype(dtype, jnp.inexact):
             shown = f"torch.{dtype}" if args and _is_torch(args[0], "dtype") else dtype
             raise TypeError(_TO_NOT_FLOATING.format(dtype=shown))
     return device_of(method, device), dtype

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -235,6 +236,35 @@ _BUILDERS.update(
         ),
     }
 )
+
+
+def _build_rnn(nn: Any, m: Any) -> Module:
+    """An RNN/LSTM/GRU with torch's configuration; torch already warned about dropout with one
+    layer when the torch module was built, so the twin does not warn again."""
+    kwargs = {
+        "num_layers": m.num_layers,
+        "bias": m.bias,
+        "batch_first": m.batch_first,
+        "dropout": m.dropout,
+        "bidirectional": m.bidirectional,
+    }
+    if type(m).__name__ == "RNN":
+        kwargs["nonlinearity"] = m.nonlinearity
+    elif type(m).__name__ == "LSTM":
+        kwargs["proj_size"] = m.proj_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return getattr(nn, type(m).__name__)(m.input_size, m.hidden_size, **kwargs)
+
+
+for _name in ("RNN", "LSTM", "GRU"):
+    _BUILDERS[_name] = _build_rnn
+_BUILDERS["RNNCell"] = lambda nn, m: nn.RNNCell(m.input_size, m.hidden_size, m.bias, m.nonlinearity)
+for _name in ("LSTMCell", "GRUCell"):
+    _BUILDERS[_name] = lambda nn, m: getattr(nn, type(m).__name__)(
+        m.input_size, m.hidden_size, m.bias
+    )
+
 # Losses with constructor state. TripletMarginWithDistanceLoss has none: torch holds its
 # distance function (a PairwiseDistance child by default, or a torch callable) which has no
 # fparam twin.

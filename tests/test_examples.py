@@ -20,6 +20,7 @@ FIGURES = {
     "train_digits_bn": ["train_digits_bn_curves.png"],
     "digits_autoencoder": ["digits_autoencoder.png", "digits_autoencoder_curves.png"],
     "resnet_digits": ["resnet_digits_curves.png"],
+    "lstm_sequence": ["lstm_sequence_curves.png"],
     # A sample grid per epoch; the test below runs 3 epochs.
     "dcgan_digits": [f"dcgan_digits_epoch{e:03d}.png" for e in (1, 2, 3)]
     + ["dcgan_digits_losses.png"],
@@ -102,6 +103,17 @@ def test_digits_classifier_examples_run_a_few_batches(name, tmp_path, saved_figu
     assert len(history["test_acc"]) == 2
     assert all(0.0 <= acc <= 1.0 for acc in history["test_acc"])
     _assert_pngs(tmp_path, name, saved_figures)
+
+
+def test_lstm_example_runs_a_few_batches(capsys, tmp_path, saved_figures):
+    """2 epochs of 4 batches (the full run, 97 % held-out, takes about a minute on 2 cores)."""
+    example = _load("lstm_sequence")
+    history = example.main(epochs=2, max_batches=4, hidden=16, out=str(tmp_path))
+    assert "8 steps in" in capsys.readouterr().out
+    assert len(history["test_acc"]) == len(history["test_loss"]) == 2
+    assert all(0.0 <= acc <= 1.0 for acc in history["test_acc"])
+    assert history["train_loss"][1] < history["train_loss"][0]  # it learns from the first steps
+    _assert_pngs(tmp_path, "lstm_sequence", saved_figures)
 
 
 def test_digits_mlp_with_adamw_and_onecycle_reaches_97_percent(capsys, tmp_path):

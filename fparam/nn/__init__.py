@@ -146,6 +146,7 @@ from fparam.nn.pooling import (
     MaxUnpool2d,
     MaxUnpool3d,
 )
+from fparam.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
 from fparam.nn.sparse import Embedding, EmbeddingBag
 from fparam.nn.upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
@@ -307,6 +308,8 @@ __all__ += [
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
 ]
+
+__all__ += ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
 __getattr__ = _torch_names.missing_attribute_hook(__name__, "torch.nn", _torch_names.NN)

@@ -81,6 +81,12 @@ def _model(keys: list[Any], dtype: Any = None) -> nn.Module:
         nn.Embedding(53, 7, padding_idx=3, **kw),
         nn.EmbeddingBag(59, 5, padding_idx=-1, **kw),
         nn.PReLU(61, **kw),
+        nn.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=2, **kw),
+        nn.GRU(4, 3, batch_first=True, **kw),
+        nn.RNN(2, 3, nonlinearity="relu", bias=False, **kw),
+        nn.LSTMCell(3, 4, **kw),
+        nn.GRUCell(3, 4, **kw),
+        nn.RNNCell(3, 4, **kw),
     )
 
 
