@@ -36,6 +36,7 @@ from fparam._module import Module, Parameter
 from fparam.nn import _validation as V
 from fparam.nn import init
 from fparam.nn.functional import rnn as rnn_f
+from fparam.nn.utils import rnn as rnn_utils
 
 __all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"]
 
@@ -133,15 +134,6 @@ def _uniform_values(
         values[name] = jax.lax.reshape(traced, shape)
         offset += size
     return values
-
-
-def _packed_sequence_type() -> Any:
-    """``fparam.nn.utils.rnn.PackedSequence`` when it exists (imported late: utils imports nn)."""
-    try:
-        from fparam.nn.utils import rnn as rnn_utils  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    return getattr(rnn_utils, "PackedSequence", None)
 
 
 class RNNBase(Module):
@@ -384,8 +376,7 @@ class RNNBase(Module):
             layer's ``h_t`` for every ``t``, both directions concatenated on the last axis; a
             ``PackedSequence`` input gives a ``PackedSequence`` output.
         """
-        packed_type = _packed_sequence_type()
-        if packed_type is not None and isinstance(input, packed_type):
+        if isinstance(input, rnn_utils.PackedSequence):
             return self._forward_packed(input, hx)
         name = type(self).__name__
         lstm = self.mode == "LSTM"
@@ -443,8 +434,6 @@ class RNNBase(Module):
         """A ``PackedSequence`` input: the recurrence runs on the padded batch (in the batch's
         original order, which is also the order of torch's ``h_0``/``h_n`` for packed input)
         with a mask, and the output is packed again with the input's layout."""
-        from fparam.nn.utils import rnn as rnn_utils
-
         lstm = self.mode == "LSTM"
         self._check_input(packed.data, packed=True)
         mini_batch = int(packed.batch_sizes[0])
