@@ -18,7 +18,10 @@ the reverse direction starts at its own end, as in torch.
 
 Differences from torch: ``flatten_parameters()`` does nothing (there is no cuDNN weight buffer
 to compact); the dropout between layers draws from fparam's key stream (``fparam.rng(key)``
-under a transformation), so its mask is not torch's.
+under a transformation), so its mask is not torch's; ``forward(padded, lengths=...)`` is an
+addition: a packed batch's result with lengths that may be traced (a ``PackedSequence`` needs
+host lengths, as they fix its shape); the hidden state of a packed ``LSTM`` input is checked
+(torch skips that check there and fails later in ATen).
 """
 
 from __future__ import annotations
