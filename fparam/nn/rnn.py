@@ -18,7 +18,10 @@ the reverse direction starts at its own end, as in torch.
 
 Differences from torch: ``flatten_parameters()`` does nothing (there is no cuDNN weight buffer
 to compact); the dropout between layers draws from fparam's key stream (``fparam.rng(key)``
-under a transformation), so its mask is not torch's.
+under a transformation), so its mask is not torch's; ``forward(padded, lengths=...)`` is an
+addition: a packed batch's result with lengths that may be traced (a ``PackedSequence`` needs
+host lengths, as they fix its shape); the hidden state of a packed ``LSTM`` input is checked
+(torch skips that check there and fails later in ATen).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from fparam._module import Module, Parameter
 from fparam.nn import _validation as V
 from fparam.nn import init
 from fparam.nn.functional import rnn as rnn_f
+from fparam.nn.utils import rnn as rnn_utils
 
 __all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"]
 
@@ -77,6 +81,14 @@ _HIDDEN0_SIZE = "Expected hidden[0] size {expected}, got {got}"
 _HIDDEN1_SIZE = "Expected hidden[1] size {expected}, got {got}"
 _EMPTY_SEQUENCE = "Expected sequence length to be larger than 0 in RNN"
 _NOT_AN_ARRAY = "{cls}.forward(): argument '{name}' must be an array, not {type}"
+_LENGTHS_SHAPE = (
+    "{cls}.forward(): lengths must have shape ({batch},), one length per sequence of the "
+    "batched input of shape {shape}, but got shape {got}"
+)
+_LENGTHS_DTYPE = "{cls}.forward(): lengths must be integers, but got dtype {dtype}"
+_LENGTHS_PACKED = (
+    "{cls}.forward(): lengths= is for a padded input; a PackedSequence carries its own lengths"
+)
 # Cells (ATen's check_rnn_cell_forward_input / _hidden).
 _CELL_INPUT_RANK = "{cls}: Expected input to be 1D or 2D, got {ndim}D instead"
 _CELL_HIDDEN_RANK = "{cls}: Expected hidden to be 1D or 2D, got {ndim}D instead"
@@ -133,15 +145,6 @@ def _uniform_values(
         values[name] = jax.lax.reshape(traced, shape)
         offset += size
     return values
-
-
-def _packed_sequence_type() -> Any:
-    """``fparam.nn.utils.rnn.PackedSequence`` when it exists (imported late: utils imports nn)."""
-    try:
-        from fparam.nn.utils import rnn as rnn_utils  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    return getattr(rnn_utils, "PackedSequence", None)
 
 
 class RNNBase(Module):
@@ -368,7 +371,7 @@ class RNNBase(Module):
             return _as_array(name, "hx[0]", hx[0]), _as_array(name, "hx[1]", hx[1])
         return _as_array(name, "hx", hx), None
 
-    def forward(self, input: Any, hx: Any = None) -> Any:
+    def forward(self, input: Any, hx: Any = None, *, lengths: Any = None) -> Any:
         """Run the recurrence over ``input``.
 
         Arguments:
@@ -378,16 +381,23 @@ class RNNBase(Module):
                 H_out)`` (``(D * num_layers, H_out)`` unbatched), and for ``LSTM`` a tuple
                 ``(h_0, c_0)`` with ``c_0`` of ``hidden_size``. ``H_out`` is ``proj_size`` when
                 it is set, else ``hidden_size``.
+            lengths: fparam's addition, for a padded batched input: ``(N,)`` valid lengths,
+                which may be traced (computed inside ``jit``), where a ``PackedSequence`` needs
+                host lengths. The result is torch's for the same batch packed with these lengths
+                and padded back: the state is held past each length (``h_n`` is the state at the
+                last valid step, the reverse direction starts at each sequence's own end), and
+                ``output`` is zero there.
 
         Returns:
             ``(output, h_n)`` (``LSTM``: ``(output, (h_n, c_n))``): ``output`` holds the last
             layer's ``h_t`` for every ``t``, both directions concatenated on the last axis; a
             ``PackedSequence`` input gives a ``PackedSequence`` output.
         """
-        packed_type = _packed_sequence_type()
-        if packed_type is not None and isinstance(input, packed_type):
-            return self._forward_packed(input, hx)
         name = type(self).__name__
+        if isinstance(input, rnn_utils.PackedSequence):
+            if lengths is not None:
+                raise ValueError(_LENGTHS_PACKED.format(cls=name))
+            return self._forward_packed(input, hx)
         lstm = self.mode == "LSTM"
         input = _as_array(name, "input", input)
         if input.ndim not in (2, 3):
@@ -429,8 +439,22 @@ class RNNBase(Module):
         else:
             self._check_hidden(h0, expected, _HIDDEN_SIZE)
 
+        if lengths is not None:
+            # Host lengths stay on the host (the mask is then a constant of the program).
+            if isinstance(lengths, (list, tuple, np.ndarray)):
+                lengths = np.asarray(lengths)
+            else:
+                lengths = _as_array(name, "lengths", lengths)
+            if not is_batched or lengths.shape != (mini_batch,):
+                raise ValueError(
+                    _LENGTHS_SHAPE.format(
+                        cls=name, batch=mini_batch, shape=tuple(input.shape), got=lengths.shape
+                    )
+                )
+            if not jnp.issubdtype(lengths.dtype, jnp.integer):
+                raise TypeError(_LENGTHS_DTYPE.format(cls=name, dtype=lengths.dtype))
         x = jnp.swapaxes(input, 0, 1) if self.batch_first else input
-        out, h_n, c_n = self._run(x, h0, c0)
+        out, h_n, c_n = self._run(x, h0, c0, lengths)
         if self.batch_first:
             out = jnp.swapaxes(out, 0, 1)
         if not is_batched:
@@ -443,8 +467,6 @@ class RNNBase(Module):
         """A ``PackedSequence`` input: the recurrence runs on the padded batch (in the batch's
         original order, which is also the order of torch's ``h_0``/``h_n`` for packed input)
         with a mask, and the output is packed again with the input's layout."""
-        from fparam.nn.utils import rnn as rnn_utils
-
         lstm = self.mode == "LSTM"
         self._check_input(packed.data, packed=True)
         mini_batch = int(packed.batch_sizes[0])

@@ -657,3 +657,26 @@ def test_packed_input_errors_are_torchs() -> None:
     assert _error(lambda: gru(packed, bad_h)) == expected
     expected = _error(lambda: torch.nn.GRU(4, 5)(packed_t))
     assert _error(lambda: nn.GRU(4, 5)(packed)) == expected
+
+
+def test_padded_input_with_traced_lengths_matches_torch_packed() -> None:
+    """fparam's ``lengths=`` on a padded batch (lengths traced under ``jit``) gives torch's
+    result for the batch packed with those lengths and padded back."""
+    torch_module = torch.nn.GRU(INPUT, HIDDEN, num_layers=2, bidirectional=True, batch_first=True)
+    module = nn.GRU(INPUT, HIDDEN, num_layers=2, bidirectional=True, batch_first=True)
+    module.load_state_dict(torch_module.state_dict())
+    lengths = [2, 5, 3]
+    x = np.random.default_rng(5).standard_normal((3, 5, INPUT)).astype(np.float32)
+    packed_t = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.tensor(x), torch.tensor(lengths), batch_first=True, enforce_sorted=False
+    )
+    out_t, h_t = torch_module(packed_t)
+    padded_t, _ = torch.nn.utils.rnn.pad_packed_sequence(out_t, batch_first=True)
+    run = jax.jit(lambda m, x, n: m(x, lengths=n), compiler_options=_FAST_COMPILE)
+    out, h = run(module, x, np.asarray(lengths, np.int32))
+    _assert_close(out, padded_t.detach().numpy())
+    _assert_close(h, h_t.detach().numpy())
+    with pytest.raises(ValueError, match=r"lengths must have shape \(3,\)"):
+        module(x, lengths=[2, 5])
+    with pytest.raises(TypeError, match="lengths must be integers"):
+        module(x, lengths=np.ones(3, np.float32))
