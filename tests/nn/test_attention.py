@@ -6,6 +6,7 @@ reprs, initial distributions, dropout keys, JAX transformations, and torch's err
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any
@@ -26,6 +27,12 @@ from fparam.nn.functional import attention as A
 # 1.9e-6. Tolerances: a few times that.
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
+# Most programs here are compiled at XLA's backend optimisation level 0: they check numerics
+# on tiny shapes, and it takes ~40% off their compile time, which is nearly all of this file's
+# time. test_vmap_and_checkpoint and test_fully_masked_rows_match_torch compile with the
+# defaults.
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
 
 def _t(x: Any, grad: bool = False) -> torch.Tensor:
     return torch.tensor(np.asarray(x), requires_grad=grad)
@@ -35,27 +42,37 @@ def _t(x: Any, grad: bool = False) -> torch.Tensor:
 # scaled_dot_product_attention
 
 
-def _sdpa_configs(n: int = 24) -> list[dict[str, Any]]:
+def _balanced(seed: int, n: int, **options: list[Any]) -> list[dict[str, Any]]:
+    """``n`` configurations in which each value of each option appears equally often (+-1):
+    every option's values are cycled to length ``n`` and shuffled on their own."""
+    rng = np.random.default_rng(seed)
+    columns = {k: rng.permutation(np.resize(np.arange(len(v)), n)) for k, v in options.items()}
+    return [{k: v[columns[k][i]] for k, v in options.items()} for i in range(n)]
+
+
+def _sdpa_configs(n: int = 14) -> list[dict[str, Any]]:
     rng = np.random.default_rng(1234)
-    configs = []
-    for _ in range(n):
-        batch = [(), (2,), (2, 1)][rng.integers(3)]
-        hq = int(rng.choice([1, 2, 4]))
-        gqa = bool(rng.integers(2)) and hq > 1
-        hk = int(rng.choice([d for d in (1, 2) if hq % d == 0])) if gqa else hq
-        hk = hk if rng.integers(4) else 1  # sometimes one key/value head, broadcast
-        L, S = int(rng.integers(1, 6)), int(rng.integers(1, 6))
-        E = int(rng.choice([2, 4]))
-        Ev = E if rng.integers(3) else 3
-        mask = str(rng.choice(["none", "bool", "float", "bool_dead", "float_dead", "row"]))
-        causal = mask == "none" and bool(rng.integers(2))
-        scale = None if rng.integers(2) else 0.3
-        configs.append(
-            dict(
-                batch=batch, hq=hq, hk=hk, L=L, S=S, E=E, Ev=Ev, mask=mask, causal=causal,
-                scale=scale, gqa=gqa, unbatched=not batch and not gqa and bool(rng.integers(3) == 0),
-            )
-        )  # fmt: skip
+    configs = _balanced(
+        1234,
+        n,
+        batch=["unbatched", (), (2,), (2, 1)],
+        hq=[1, 2, 4],
+        gqa=[False, True],
+        kv_heads=["same", "one"],
+        mask=["none", "causal", "bool", "float", "bool_dead", "float_dead", "row"],
+        Ev=["E", 3],
+        scale=[None, 0.3],
+    )
+    for c in configs:
+        c["unbatched"] = c["batch"] == "unbatched"
+        c["batch"] = () if c["unbatched"] else c["batch"]
+        c["gqa"] = c["gqa"] and not c["unbatched"] and c["hq"] > 1
+        c["hk"] = 1 if c["kv_heads"] == "one" else (c["hq"] // 2 if c["gqa"] else c["hq"])
+        c["causal"] = c["mask"] == "causal"
+        c["mask"] = "none" if c["causal"] else c["mask"]
+        c["L"], c["S"] = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        c["E"] = int(rng.choice([2, 4]))
+        c["Ev"] = c["E"] if c["Ev"] == "E" else 3
     return configs
 
 
@@ -100,7 +117,7 @@ def _torch_sdpa(c: dict[str, Any], q, k, v, cot, mask):
 def _fparam_sdpa(fns, q, k, v, cot, mask):
     """Outputs and input gradients of each function, all in one compiled program."""
 
-    @jax.jit
+    @_jit
     def run(q, k, v, cot, mask):
         results = []
         for fn in fns:
@@ -111,7 +128,7 @@ def _fparam_sdpa(fns, q, k, v, cot, mask):
     return [[np.asarray(x) for x in r] for r in run(q, k, v, cot, mask)]
 
 
-@pytest.mark.parametrize("index", range(24))
+@pytest.mark.parametrize("index", range(14))
 def test_sdpa_matches_torch_on_both_paths(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
     c = _sdpa_configs()[index]
     q, k, v, cot, mask = _sdpa_arrays(c, index)
@@ -150,35 +167,37 @@ def test_sdpa_broadcasts_batch_dims_like_torch() -> None:
     mask = rng.random((2, 1, 4, 5)) > 0.4
     mask[..., 0] = True
     want = torch.nn.functional.scaled_dot_product_attention(_t(q), _t(k), _t(v), _t(mask))
-    got = F.scaled_dot_product_attention(q, k, v, mask)
+    got = _jit(F.scaled_dot_product_attention)(q, k, v, mask)
     np.testing.assert_allclose(got, want.numpy(), **TOL)
 
 
 def test_sdpa_dropout_is_torchs_formula_with_the_key() -> None:
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal((2, 2, 3, 4)).astype(np.float32) for _ in range(3))
-    key = jax.random.key(7)
     p = 0.4
-    got = F.scaled_dot_product_attention(q, k, v, dropout_p=p, rng=key)
-    weights = jax.nn.softmax(q @ np.swapaxes(k, -1, -2) / 2.0, axis=-1)
-    keep = jax.random.bernoulli(key, 1 - p, weights.shape)
-    np.testing.assert_allclose(got, (weights * keep.astype(jnp.float32) / (1 - p)) @ v, **TOL)
-    # The key in scope, eagerly and under jit: the same draws.
-    with fparam.rng(key):
-        eager = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
 
-    @jax.jit
-    def jitted(q, key):
+    @_jit
+    def run(q, key):
+        explicit = F.scaled_dot_product_attention(q, k, v, dropout_p=p, rng=key)
         with fparam.rng(key):
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+            scoped = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        weights = jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2) / 2.0, axis=-1)
+        keep = jax.random.bernoulli(key, 1 - p, weights.shape).astype(jnp.float32)
+        # p = 1 zeroes everything and needs no key, as torch draws nothing.
+        ones = F.scaled_dot_product_attention(q, k, v, dropout_p=1.0)
+        return explicit, scoped, (weights * keep / (1 - p)) @ v, ones
 
-    np.testing.assert_array_equal(eager, jitted(q, key))
-    assert not np.allclose(jitted(q, jax.random.key(8)), eager)
+    key = jax.random.key(7)
+    explicit, scoped, formula, ones = run(q, key)
+    np.testing.assert_allclose(explicit, formula, **TOL)
+    # The scope's first draw is fold_in(key, 0); the same key, the same draws.
+    again = run(q, jax.random.fold_in(key, 0))[0]
+    np.testing.assert_array_equal(scoped, again)
+    np.testing.assert_array_equal(run(q, key)[0], explicit)
+    assert not np.allclose(run(q, jax.random.key(8))[0], explicit)
+    assert not np.any(ones)
     with pytest.raises(fparam.RandomnessError, match="scaled_dot_product_attention"):
-        jax.jit(lambda q: F.scaled_dot_product_attention(q, k, v, dropout_p=p))(q)
-    # p = 1 zeroes everything and needs no key, as torch draws nothing.
-    zeros = jax.jit(lambda q: F.scaled_dot_product_attention(q, k, v, dropout_p=1.0))(q)
-    assert not np.any(zeros)
+        _jit(lambda q: F.scaled_dot_product_attention(q, k, v, dropout_p=p))(q)
 
 
 SDPA_ERRORS = [
@@ -224,34 +243,50 @@ def test_sdpa_errors_are_torchs(case: Any) -> None:
 # MultiheadAttention
 
 
-def _mha_configs(n: int = 24) -> list[dict[str, Any]]:
+def _mha_configs(n: int = 18) -> list[dict[str, Any]]:
     rng = np.random.default_rng(99)
-    configs = []
-    for _ in range(n):
-        attn = str(rng.choice(["none", "bool2", "float2", "bool3", "float3"]))
-        kpm = str(rng.choice(["none", "bool", "float"]))
-        if attn != "none" and kpm != "none":
-            kpm = attn[:-1] if rng.integers(3) else kpm  # mostly matching types
-        kv = str(rng.choice(["same", "self", "kdim"]))
-        configs.append(
-            dict(
-                bias=bool(rng.integers(4)),
-                add_bias_kv=bool(rng.integers(2)),
-                add_zero_attn=bool(rng.integers(2)),
-                kv=kv,
-                batch_first=bool(rng.integers(2)),
-                unbatched=bool(rng.integers(4) == 0),
-                attn=attn,
-                kpm=kpm,
-                need_weights=bool(rng.integers(2)),
-                average=bool(rng.integers(2)),
-                causal=attn != "none" and bool(rng.integers(3) == 0),
-                L=int(rng.integers(1, 5)),
-                S=int(rng.integers(1, 5)),
-                N=int(rng.integers(1, 3)),
-            )
-        )
+    configs = _balanced(
+        99,
+        n,
+        bias=[True, False],
+        add_bias_kv=[False, True],
+        add_zero_attn=[False, True],
+        kv=["same", "self", "kdim"],
+        batch_first=[False, True],
+        unbatched=[False, True, False],
+        attn=["none", "bool2", "float2", "bool3", "float3", "bool2"],
+        kpm=["none", "bool", "float"],
+        need_weights=[True, False],
+        average=[True, False],
+        causal=[False, True],
+    )
+    for c in configs:
+        c["causal"] = c["causal"] and c["attn"] != "none"
+        c["L"], c["S"], c["N"] = (int(x) for x in rng.integers(1, [5, 5, 3]))
     return configs
+
+
+def test_grids_cover_every_flag() -> None:
+    """The fixed-seed grids above reach every branch of torch's functions."""
+    sdpa = _sdpa_configs()
+    assert {c["mask"] for c in sdpa} == {"none", "bool", "float", "bool_dead", "float_dead", "row"}
+    for flag in ("causal", "gqa", "unbatched"):
+        assert {c[flag] for c in sdpa} == {False, True}, flag
+    assert any(c["hk"] == 1 < c["hq"] and not c["gqa"] for c in sdpa)  # broadcast kv heads
+    assert {c["Ev"] == c["E"] for c in sdpa} == {False, True}  # both lowerings
+    mha = _mha_configs()
+    for flag in ("bias", "add_bias_kv", "add_zero_attn", "batch_first", "unbatched", "causal"):
+        assert {c[flag] for c in mha} == {False, True}, flag
+    for flag in ("need_weights", "average"):
+        assert {c[flag] for c in mha} == {False, True}, flag
+    assert {c["attn"] for c in mha} == {"none", "bool2", "float2", "bool3", "float3"}
+    assert {c["kpm"] for c in mha} == {"none", "bool", "float"}
+    assert {c["kv"] for c in mha} == {"same", "self", "kdim"}
+    # torch's is_causal hint replaces attn_mask only without weights and padding mask.
+    assert any(c["causal"] and not c["need_weights"] and c["kpm"] == "none" for c in mha)
+    assert any(c["causal"] and (c["need_weights"] or c["kpm"] != "none") for c in mha)
+    # Mismatched mask types (torch's deprecation warning).
+    assert any(c["attn"] != "none" and c["kpm"] not in ("none", c["attn"][:-1]) for c in mha)
 
 
 def _mha_pair(c: dict[str, Any], seed: int) -> tuple[torch.nn.MultiheadAttention, Any]:
@@ -360,7 +395,7 @@ def _torch_mha(t, c, x):
 def _fparam_mha(m, c, x):
     self_attn = c["kv"] == "self"
 
-    @jax.jit
+    @_jit
     def run(m, q, k, v, kpm, mask, cot):
         def loss(m, q, k, v):
             if self_attn:
@@ -381,7 +416,7 @@ def _fparam_mha(m, c, x):
     return np.asarray(out), None if w is None else np.asarray(w), grads, inputs
 
 
-@pytest.mark.parametrize("index", range(24))
+@pytest.mark.parametrize("index", range(18))
 def test_multihead_attention_matches_torch(index: int) -> None:
     c = _mha_configs()[index]
     t, m = _mha_pair(c, index)
@@ -412,13 +447,16 @@ def test_fully_masked_rows_match_torch() -> None:
     x = np.random.default_rng(3).standard_normal((3, 2, 8)).astype(np.float32)
     kpm = np.zeros((2, 3), bool)
     kpm[1] = True
-    for need in (True, False):
+    # Default XLA options here: -inf handling under the optimised compile.
+    got = jax.jit(
+        lambda m, x, kpm: [m(x, x, x, kpm, need) for need in (True, False)],
+    )(m, x, kpm)
+    for need, (out, weights) in zip((True, False), got):
         want, want_w = t(_t(x), _t(x), _t(x), key_padding_mask=_t(kpm), need_weights=need)
-        got, got_w = m(x, x, x, key_padding_mask=kpm, need_weights=need)
-        np.testing.assert_allclose(got, want.detach().numpy(), **TOL)
-        assert np.isnan(np.asarray(got)).any() == need
+        np.testing.assert_allclose(out, want.detach().numpy(), **TOL)
+        assert np.isnan(np.asarray(out)).any() == need
         if need:
-            np.testing.assert_allclose(got_w, want_w.detach().numpy(), **TOL)
+            np.testing.assert_allclose(weights, want_w.detach().numpy(), **TOL)
 
 
 def test_parameters_state_dict_repr_and_init() -> None:
@@ -469,7 +507,7 @@ def test_from_torch_twin() -> None:
         k = rng.standard_normal((*lead_k, kw.get("kdim", 8))).astype(np.float32)
         v = rng.standard_normal((*lead_k, kw.get("vdim", 8))).astype(np.float32)
         want = t[0](_t(q), _t(k), _t(v))
-        got = twin[0](q, k, v)
+        got = _jit(lambda m, q, k, v: m[0](q, k, v))(twin, q, k, v)
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w.detach().numpy(), **TOL)
 
@@ -501,7 +539,7 @@ def test_dropout_keys_and_modes() -> None:
     m = nn.MultiheadAttention(8, 2, dropout=0.5, key=jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (4, 2, 8))
 
-    @jax.jit
+    @_jit
     def step(m, x, key):
         with fparam.rng(key):
             return m(x, x, x, average_attn_weights=False), m(x, x, x, need_weights=False)
@@ -513,7 +551,7 @@ def test_dropout_keys_and_modes() -> None:
         assert not np.allclose(a[i][0], c[i][0])
     # Eval mode: no dropout and no key needed under jit; torch's output.
     m.eval()
-    clean, clean_sdpa = jax.jit(
+    clean, clean_sdpa = _jit(
         lambda m, x: (m(x, x, x, average_attn_weights=False), m(x, x, x, need_weights=False))
     )(m, x)
     t = torch.nn.MultiheadAttention(8, 2, dropout=0.5).eval()
@@ -529,7 +567,7 @@ def test_dropout_keys_and_modes() -> None:
     assert a[1][1] is None and not np.allclose(a[1][0], clean_sdpa[0])
     m.train()
     with pytest.raises(fparam.RandomnessError, match="MultiheadAttention"):
-        jax.jit(lambda m, x: m(x, x, x))(m, x)
+        _jit(lambda m, x: m(x, x, x))(m, x)
 
 
 MHA_ERRORS = [
