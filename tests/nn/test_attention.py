@@ -200,6 +200,44 @@ def test_sdpa_dropout_is_torchs_formula_with_the_key() -> None:
         _jit(lambda q: F.scaled_dot_product_attention(q, k, v, dropout_p=p))(q)
 
 
+def test_sdpa_half_precision_keeps_torchs_float32_intermediates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(2)
+    q, k, v = (rng.standard_normal((2, 2, 6, 8)).astype(np.float32) for _ in range(3))
+    mask = rng.random((6, 6)) > 0.3
+    calls = []
+    original = jax.nn.dot_product_attention
+    monkeypatch.setattr(
+        jax.nn, "dot_product_attention", lambda *a, **kw: calls.append(1) or original(*a, **kw)
+    )
+
+    @functools.partial(_jit, static_argnums=3)
+    def run(q, k, v, impls):
+        return [F.scaled_dot_product_attention(q, k, v, mask, implementation=i) for i in impls]
+
+    for tdtype, jdtype, tol in (
+        (torch.bfloat16, jnp.bfloat16, 1e-2),
+        (torch.float16, jnp.float16, 2e-3),
+    ):
+        tq, tk, tv = (_t(x).to(tdtype) for x in (q, k, v))
+        want = torch.nn.functional.scaled_dot_product_attention(
+            tq.requires_grad_(), tk, tv, _t(mask)
+        )  # the math path (requires_grad): float32 intermediates
+        # JAX's XLA lowering cannot compile its float16 dot on CPU ('F16_F16_F32' precision).
+        impls = (None, "xla") if jdtype == jnp.bfloat16 else (None,)
+        got = run(*(jnp.asarray(x, jdtype) for x in (q, k, v)), impls)
+        want = want.detach().float().numpy()
+        # The explicit path rounds only its result, as torch: within one rounding of it.
+        np.testing.assert_allclose(np.asarray(got[0], np.float32), want, rtol=tol, atol=tol)
+        for out in got[1:]:  # the fused path: probabilities rounded too
+            np.testing.assert_allclose(
+                np.asarray(out, np.float32), want, rtol=2 * tol, atol=2 * tol
+            )
+        assert all(out.dtype == jdtype for out in got)
+    assert len(calls) == 1  # only the call naming an implementation
+
+
 SDPA_ERRORS = [
     ("rank", dict(q=(4,), k=(5, 4), v=(5, 4)), RuntimeError, "at least 2 dimensional"),
     ("embed", dict(q=(2, 3, 4), k=(2, 5, 3), v=(2, 5, 4)), RuntimeError, "key"),
