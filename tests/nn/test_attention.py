@@ -29,8 +29,7 @@ TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 # Most programs here are compiled at XLA's backend optimisation level 0: they check numerics
 # on tiny shapes, and it takes ~40% off their compile time, which is nearly all of this file's
-# time. test_vmap_and_checkpoint and test_fully_masked_rows_match_torch compile with the
-# defaults.
+# time. test_fully_masked_rows_match_torch compiles with the defaults.
 _jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 
@@ -50,7 +49,7 @@ def _balanced(seed: int, n: int, **options: list[Any]) -> list[dict[str, Any]]:
     return [{k: v[columns[k][i]] for k, v in options.items()} for i in range(n)]
 
 
-def _sdpa_configs(n: int = 14) -> list[dict[str, Any]]:
+def _sdpa_configs(n: int = 12) -> list[dict[str, Any]]:
     rng = np.random.default_rng(1234)
     configs = _balanced(
         1234,
@@ -128,7 +127,7 @@ def _fparam_sdpa(fns, q, k, v, cot, mask):
     return [[np.asarray(x) for x in r] for r in run(q, k, v, cot, mask)]
 
 
-@pytest.mark.parametrize("index", range(14))
+@pytest.mark.parametrize("index", range(12))
 def test_sdpa_matches_torch_on_both_paths(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
     c = _sdpa_configs()[index]
     q, k, v, cot, mask = _sdpa_arrays(c, index)
@@ -281,7 +280,7 @@ def test_sdpa_errors_are_torchs(case: Any) -> None:
 # MultiheadAttention
 
 
-def _mha_configs(n: int = 18) -> list[dict[str, Any]]:
+def _mha_configs(n: int = 16) -> list[dict[str, Any]]:
     rng = np.random.default_rng(99)
     configs = _balanced(
         99,
@@ -454,7 +453,7 @@ def _fparam_mha(m, c, x):
     return np.asarray(out), None if w is None else np.asarray(w), grads, inputs
 
 
-@pytest.mark.parametrize("index", range(18))
+@pytest.mark.parametrize("index", range(16))
 def test_multihead_attention_matches_torch(index: int) -> None:
     c = _mha_configs()[index]
     t, m = _mha_pair(c, index)
@@ -553,20 +552,25 @@ def test_from_torch_twin() -> None:
 def test_vmap_and_checkpoint() -> None:
     m = nn.MultiheadAttention(8, 2, key=jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (3, 4, 8))  # (N, L, E): vmap over N, unbatched
+    kpm = np.array([[False] * 4, [False, False, True, True], [False, True, False, True]])
     xs = jnp.swapaxes(x, 0, 1)
-    (out, w), (want_out, want_w) = jax.jit(
-        lambda m, x, xs: (jax.vmap(lambda x: m(x, x, x))(x), m(xs, xs, xs))
+    (out, w), (want_out, want_w) = _jit(
+        lambda m, x, xs: (
+            jax.vmap(lambda x, p: m(x, x, x, key_padding_mask=p))(x, kpm),
+            m(xs, xs, xs, key_padding_mask=kpm),
+        )
     )(m, x, xs)
     np.testing.assert_allclose(out, jnp.swapaxes(want_out, 0, 1), **TOL)
     np.testing.assert_allclose(w, want_w, **TOL)
 
-    def loss(m, x, remat):
-        layer = (lambda m, x: m(x, x, x, need_weights=False)[0]) if not remat else None
-        if remat:
-            layer = jax.checkpoint(lambda m, x: m(x, x, x, need_weights=False)[0])
-        return jnp.sum(jnp.tanh(layer(m, x)))
+    def layer(m, x):
+        return m(x, x, x, need_weights=False)[0]
 
-    plain, remat = jax.jit(lambda m, x: (jax.grad(loss)(m, x, False), jax.grad(loss)(m, x, True)))(
+    def loss(m, x, remat):
+        return jnp.sum(jnp.tanh((jax.checkpoint(layer) if remat else layer)(m, x)))
+
+    assert "remat" in str(jax.make_jaxpr(lambda m, x: jax.grad(loss)(m, x, True))(m, xs))
+    plain, remat = _jit(lambda m, x: (jax.grad(loss)(m, x, False), jax.grad(loss)(m, x, True)))(
         m, xs
     )
     for (n, a), (_, b) in zip(plain.named_parameters(), remat.named_parameters()):
