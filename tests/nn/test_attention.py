@@ -529,6 +529,15 @@ def test_parameters_state_dict_repr_and_init() -> None:
     again = nn.MultiheadAttention(64, 4, add_bias_kv=True, kdim=32, key=jax.random.key(1))
     for (n, a), (_, b) in zip(m.named_parameters(), again.named_parameters()):
         np.testing.assert_array_equal(a, b, err_msg=n)
+    # torch's _reset_parameters: new in-projection and bias_k/v draws, zero biases, and
+    # out_proj.weight left as it is.
+    params = dict(m.named_parameters())
+    m._reset_parameters(key=jax.random.key(2))
+    after = dict(m.named_parameters())
+    for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight", "bias_k", "bias_v"):
+        assert not np.allclose(after[name], params[name]), name
+    np.testing.assert_array_equal(after["out_proj.weight"], params["out_proj.weight"])
+    assert not np.any(np.asarray(after["in_proj_bias"]))
 
 
 def test_from_torch_twin() -> None:
