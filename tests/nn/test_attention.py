@@ -675,6 +675,11 @@ def test_functional_separate_weights_and_static_kv() -> None:
         call(F.multi_head_attention_forward, q, static_k[:, :, :3], True)
     with pytest.raises(ValueError, match="implementation"):
         F.scaled_dot_product_attention(q, q, q, implementation="flash")
+    # torch's positional parameters stop at is_causal; scale and enable_gqa are keywords.
+    with pytest.raises(TypeError):
+        torch.nn.functional.scaled_dot_product_attention(_t(q), _t(q), _t(q), None, 0.0, False, 1.0)
+    with pytest.raises(TypeError):
+        F.scaled_dot_product_attention(q, q, q, None, 0.0, False, 1.0)
 
 
 MHA_ERRORS = [

@@ -218,9 +218,9 @@ def scaled_dot_product_attention(
     attn_mask: jax.Array | None = None,
     dropout_p: float = 0.0,
     is_causal: bool = False,
+    *,
     scale: float | None = None,
     enable_gqa: bool = False,
-    *,
     rng: jax.Array | None = None,
     implementation: Literal["xla", "cudnn"] | None = None,
 ) -> jax.Array:
@@ -242,7 +242,8 @@ def scaled_dot_product_attention(
     - `dropout_p`: dropout probability on the attention weights, applied whenever it is > 0
       (as torch: pass ``0.0`` in eval mode).
     - `is_causal`: a top-left aligned lower-triangular mask (query ``i`` sees keys ``j <= i``).
-    - `scale`: the score factor; ``None`` means ``1 / sqrt(E)``.
+    - `scale`: the score factor; ``None`` means ``1 / sqrt(E)``. Keyword-only, as
+      ``enable_gqa`` (torch's positional parameters stop at ``is_causal``).
     - `enable_gqa`: grouped-query attention: key/value heads are repeated
       (``repeat_interleave``) to the query's head count, which they must divide.
     - `rng`: a JAX key for dropout (torch's ``key`` is the key *tensor*); ``None`` draws from
