@@ -33,6 +33,7 @@ from fparam.nn.activation import (
     Tanhshrink,
     Threshold,
 )
+from fparam.nn.attention import MultiheadAttention
 from fparam.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from fparam.nn.conv import (
     Conv1d,
@@ -310,6 +311,7 @@ __all__ += [
 ]
 
 __all__ += ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"]
+__all__ += ["MultiheadAttention"]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
 __getattr__ = _torch_names.missing_attribute_hook(__name__, "torch.nn", _torch_names.NN)

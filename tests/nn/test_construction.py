@@ -87,6 +87,7 @@ def _model(keys: list[Any], dtype: Any = None) -> nn.Module:
         nn.LSTMCell(3, 4, **kw),
         nn.GRUCell(3, 4, **kw),
         nn.RNNCell(3, 4, **kw),
+        nn.MultiheadAttention(12, 3, add_bias_kv=True, kdim=5, vdim=7, key=keys[2], **kw),
     )
 
 
