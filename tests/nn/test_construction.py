@@ -153,7 +153,9 @@ def test_eval_shape_builds_shapes_only_and_allocates_nothing(keyed: bool) -> Non
         tracemalloc.stop()
     new = [x for x in jax.live_arrays() if id(x) not in live_before]
     assert sum(x.nbytes for x in new) < 1024, [x.shape for x in new]
-    assert peak < 2 * 2**20, peak  # the host never held the 16 MiB weight either
+    # The host never held the 16 MiB weight either (tracing ~40 layers' constructors allocates
+    # ~2.3 MiB of Python objects: the bound is far from 16 MiB, not tight on them).
+    assert peak < 4 * 2**20, peak
     leaves = jax.tree.leaves(abstract)
     assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
 
