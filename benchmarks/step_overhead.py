@@ -16,7 +16,7 @@ at top level after every step, as a torch loop that logs or schedules per batch 
 
 ``--compile`` times the first call instead: trace, lowering and XLA compile of the SGD and Adam
 train steps of (b) and of benchmarks/conv.py's CNN, against the same updates in raw JAX (and
-optax's Adam), in CPU seconds, best of 3 fresh runs (``--repeats`` sets how many).
+optax's Adam), in CPU seconds, best of 5 fresh runs (``--repeats`` sets how many).
 
 Run: ``python benchmarks/step_overhead.py [--steps 200] [--repeats 15] [--host-lr] [--compile]``
 """
@@ -359,6 +359,6 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     if args.compile:
-        print_compile_times(args.repeats if args.repeats != 15 else 3)
+        print_compile_times(args.repeats if args.repeats != 15 else 5)
     else:
         main(args.steps, args.repeats, args.host_lr)

@@ -228,6 +228,7 @@ class ParamGroup(dict):
     values_changed: bool = False
     lazy: tuple[Any, dict[str, Slot], int] | None = None
     packed_keys: frozenset[str] = frozenset()  # the keys the optimizer's structure packs
+    written: frozenset[str] = frozenset()  # the keys set on this group object (not read back)
     # Inside a trace: what packing lost of each value read from the packed vector (one_minus).
     residuals: dict[str, Any] = {}  # noqa: RUF012 - replaced, never mutated
 
@@ -290,6 +291,7 @@ class ParamGroup(dict):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._fill()
+        self.written = self.written | {key}
         if key in self.residuals:  # the new value is what the user wrote: nothing lost
             self.residuals = {k: v for k, v in self.residuals.items() if k != key}
         if key in self.packed_keys:
@@ -307,6 +309,7 @@ class ParamGroup(dict):
     def update(self, *args: Any, **kwargs: Any) -> None:
         self._fill()
         new = dict(*args, **kwargs)
+        self.written = self.written | set(new)
         super().update(new)
         self._changed(new)
 
@@ -341,6 +344,7 @@ class ParamGroup(dict):
         copy.values_changed = self.values_changed
         copy.packed_keys = self.packed_keys
         copy.lazy = self.lazy
+        copy.written = self.written
         copy.residuals = self.residuals
         return copy
 
@@ -364,6 +368,7 @@ class _OptimizerLayout:
         "default_slots",
         "defaults",
         "extras",
+        "facts",
         "hash",
         "key",
         "n_hyper",
@@ -372,7 +377,14 @@ class _OptimizerLayout:
         "templates",
     )
 
-    def __init__(self, cls: type, groups: list[ParamGroup], defaults: ParamGroup, extras: Any):
+    def __init__(
+        self,
+        cls: type,
+        groups: list[ParamGroup],
+        defaults: ParamGroup,
+        extras: Any,
+        facts: tuple[Any, ...] = (),
+    ):
         hyper = cls.hyperparameters  # type: ignore[attr-defined]
         arity = cls.tuple_hyperparameters  # type: ignore[attr-defined]
         position = 0
@@ -417,11 +429,13 @@ class _OptimizerLayout:
         self.state_start = 3 * position  # values, read-back codes, residuals
         self.n_packed = self.state_start + cls._packed_state_size(groups, extras)  # type: ignore[attr-defined]
         self.extras = extras
+        self.facts = facts
         self.key = (
             cls,
             tuple(statics),
             tuple((k, None if v is _LAZY else v) for k, v in self.defaults.items()),
             extras,
+            facts,
         )
         self.hash = hash(self.key)
         self.cache: dict[str, Any] = {}  # derived data subclasses compute once per structure
@@ -489,6 +503,10 @@ class Optimizer:
     hyperparameters: ClassVar[tuple[str, ...]] = ()
     # Hyperparameters that are tuples of numbers, with their length (Adam's betas: 2).
     tuple_hyperparameters: ClassVar[dict[str, int]] = {}
+    # Hyperparameters whose ``!= 0`` torch tests in Python (``if weight_decay != 0:``). Their
+    # values stay leaves, but whether each is zero is structure (``_facts``), so the compiled
+    # update has torch's branch instead of a select in every parameter's update.
+    branch_keys: ClassVar[tuple[str, ...]] = ()
 
     defaults: ParamGroup
     param_groups: list[ParamGroup]
@@ -680,12 +698,15 @@ class Optimizer:
                         break
                     values_changed |= g.values_changed
                 else:
-                    if values_changed:
-                        self._mark_stale("hyper")
-                        defaults.values_changed = False
-                        for g in groups:
-                            g.values_changed = False
-                    return layout
+                    if values_changed and self.branch_keys and self._facts() != layout.facts:
+                        pass  # a value crossed zero: a new structure (below)
+                    else:
+                        if values_changed:
+                            self._mark_stale("hyper")
+                            defaults.values_changed = False
+                            for g in groups:
+                                g.values_changed = False
+                        return layout
         # The structure changed: pack everything again.
         d.pop("_fp_packed", None)
         d.pop("_fp_stale", None)
@@ -694,7 +715,9 @@ class Optimizer:
                 groups[i] = g = ParamGroup(g)
         if type(defaults) is not ParamGroup:
             self.defaults = defaults = ParamGroup(defaults)
-        layout = _OptimizerLayout(type(self), groups, defaults, self._static_extras())
+        facts = self._facts()
+        layout = _OptimizerLayout(type(self), groups, defaults, self._static_extras(), facts)
+        d["_fp_facts"] = facts
         defaults.packed_keys = frozenset(layout.default_slots)
         for g, (_, _, slots) in zip(groups, layout.templates):
             g.packed_keys = frozenset(slots)
@@ -702,6 +725,35 @@ class Optimizer:
             g.dirty = g.values_changed = False
         self._remember_layout(layout)
         return layout
+
+    def _facts(self) -> tuple[tuple[bool | None, ...], ...]:
+        """Per group, for each of ``branch_keys``: whether its value is nonzero (True, False),
+        or None when only the running program knows (a JAX array, or a value set inside a trace:
+        the update then selects at run time, as before).
+
+        Read without waiting for a device: a host number decides; a value not set since it
+        came out of the packed vector (a placeholder, or a traced read) keeps the fact it was
+        packed with. So a new value that crosses zero is a new structure (one new trace), any
+        other new value is not.
+        """
+        keys = self.branch_keys
+        if not keys:
+            return ()
+        previous = self.__dict__.get("_fp_facts", ())
+        facts = []
+        for gi, group in enumerate(self.param_groups):
+            old = previous[gi] if gi < len(previous) else (None,) * len(keys)
+            row: list[bool | None] = []
+            for j, key in enumerate(keys):
+                value = dict.get(group, key, _LAZY)
+                if isinstance(value, _HOST_NUMBER):
+                    row.append(bool(np.asarray(value) != 0))
+                elif value is _LAZY or key not in group.written:
+                    row.append(old[j])
+                else:
+                    row.append(None)
+            facts.append(tuple(row))
+        return tuple(facts)
 
     def _remember_layout(self, layout: _OptimizerLayout) -> None:
         self.__dict__["_fp_layout"] = (layout, tuple(map(id, self.param_groups)))
@@ -711,9 +763,10 @@ class Optimizer:
         step changed it (a class of parameters split, see ``sgd.initial_classes``). The
         hyperparameters keep their places, so the packed vector keeps them as they are (with
         how each reads back and what packing lost of each); only its state part is redone."""
-        extras = self._static_extras()
-        if extras != layout.extras:
-            layout = _OptimizerLayout(type(self), self.param_groups, self.defaults, extras)
+        extras, facts = self._static_extras(), self._facts()
+        if extras != layout.extras or facts != layout.facts:
+            layout = _OptimizerLayout(type(self), self.param_groups, self.defaults, extras, facts)
+        self.__dict__["_fp_facts"] = facts
         self._remember_layout(layout)
 
     def _slot_owners(self, layout: _OptimizerLayout) -> list[tuple[ParamGroup, dict[str, Slot]]]:
@@ -874,6 +927,7 @@ class Optimizer:
         d["param_groups"] = groups
         d["_fp_packed"] = packed
         self._set_state(layout, packed, leaves[1:])
+        d["_fp_facts"] = layout.facts
         self._remember_layout(layout)
 
     def __getattr__(self, name: str) -> Any:

@@ -54,28 +54,51 @@ def _as_dtype(value: Any, dtype: Any) -> Any:
 
 
 def _single_tensor_sgd(
-    param: Any, grad: Any, buf: Any, first: Any, group: ParamGroup, keys: tuple[str, ...]
+    param: Any,
+    grad: Any,
+    buf: Any,
+    first: Any,
+    group: ParamGroup,
+    keys: tuple[str, ...],
+    nonzero: dict[str, bool | None],
 ) -> tuple[Any, Any]:
     """torch's ``_single_tensor_sgd`` for one parameter: ``(new_param, new_buffer)``.
 
     ``buf`` is None for a group without momentum buffers; ``first`` flags a buffer that has
-    not been initialised yet (torch's ``momentum_buffer is None``).
+    not been initialised yet (torch's ``momentum_buffer is None``; a buffer starts as zeros).
+    ``nonzero`` says for momentum, dampening and weight decay whether the value is nonzero, as
+    torch's ``if weight_decay != 0:`` decides in Python (None: known at run time only, then a
+    select keeps torch's branch whatever the value).
     """
     lr, momentum, dampening, weight_decay = (_as_dtype(group[k], param.dtype) for k in keys)
     g = -grad if group["maximize"] else grad
-    g = _select(weight_decay, lambda: g + weight_decay * param, g)
+    if nonzero["weight_decay"] is None:
+        g = _select(weight_decay, lambda: g + weight_decay * param, g)
+    elif nonzero["weight_decay"]:
+        g = g + weight_decay * param
     # The results keep the parameter's dtype whatever the hyperparameters' kinds (torch's
     # in-place update keeps a bfloat16 parameter bfloat16).
-    if buf is None:
-        return (param - lr * g).astype(param.dtype), None
-    new_buf = _select(
-        momentum, lambda: jnp.where(first, g, momentum * buf + (1 - dampening) * g), buf
-    )
-    new_buf = new_buf.astype(buf.dtype)
-    if group["nesterov"]:
-        g = _select(momentum, lambda: g + momentum * new_buf, g)
+    if buf is None or nonzero["momentum"] is False:
+        return (param - lr * g).astype(param.dtype), buf
+    if nonzero["momentum"] is None:
+        new_buf = _select(
+            momentum, lambda: jnp.where(first, g, momentum * buf + (1 - dampening) * g), buf
+        ).astype(buf.dtype)
+        if group["nesterov"]:
+            g = _select(momentum, lambda: g + momentum * new_buf, g)
+        else:
+            g = _select(momentum, lambda: new_buf, g)
+        return (param - lr * g).astype(param.dtype), new_buf
+    # Momentum is on. torch's first step (buf = g) is the same expression with the buffer's
+    # zeros weighted 0 and g weighted 1: per-class scalars, so every parameter's update is
+    # raw JAX's ``momentum * buf + g`` (exact: 0 * 0 + g is g).
+    keep = jnp.where(first, 0, momentum)
+    if nonzero["dampening"] is False:
+        new_buf = keep * buf + g
     else:
-        g = _select(momentum, lambda: new_buf, g)
+        new_buf = keep * buf + jnp.where(first, 1, 1 - dampening) * g
+    new_buf = new_buf.astype(buf.dtype)
+    g = g + momentum * new_buf if group["nesterov"] else new_buf
     return (param - lr * g).astype(param.dtype), new_buf
 
 
@@ -208,6 +231,7 @@ class SGD(Optimizer):
     """
 
     hyperparameters = ("lr", "momentum", "dampening", "weight_decay")
+    branch_keys = ("momentum", "dampening", "weight_decay")
 
     def __init__(
         self,
@@ -354,7 +378,9 @@ class SGD(Optimizer):
         momentum_buffers = dict(self._momentum)
         initialized = dict(self._initialized)
         classes = dict(self._classes)
+        facts = self._facts()
         for gi, group in enumerate(self.param_groups):
+            nonzero = dict(zip(self.branch_keys, facts[gi]))
             has_buffers = gi in initialized
             handles = group["params"]
             stepped = np.asarray([p.uid in updates for p in handles], bool)
@@ -370,12 +396,12 @@ class SGD(Optimizer):
                     buf = momentum_buffers[handle.uid]
                     first = ~flags[classes[gi][pi]]
                 new_values[handle.uid], new_buf = _single_tensor_sgd(
-                    param, grad, buf, first, group, self.hyperparameters
+                    param, grad, buf, first, group, self.hyperparameters, nonzero
                 )
                 if has_buffers:
                     momentum_buffers[handle.uid] = new_buf
-            if has_buffers and stepped.any():
-                momentum = group["momentum"]
+            if has_buffers and stepped.any() and nonzero["momentum"] is not False:
+                momentum = 1 if nonzero["momentum"] else group["momentum"]
                 now = _select(
                     momentum, partial(jnp.asarray, row_stepped), np.zeros_like(row_stepped)
                 )

@@ -619,16 +619,21 @@ def test_no_retrace_when_hyperparameters_change() -> None:
         if i == 9:
             for group in (opt.param_groups[0], topt.param_groups[0]):
                 group["momentum"] = 0.5
-        if i == 13:
+        if i == 13:  # from 0: torch's `if weight_decay != 0` branch, structure (one trace)
             for group in (opt.param_groups[0], topt.param_groups[0]):
                 group["dampening"] = 0.25
                 group["weight_decay"] = 0.1
+        if i == 16:  # nonzero to nonzero: values only
+            for group in (opt.param_groups[0], topt.param_groups[0]):
+                group["dampening"] = 0.5
+                group["weight_decay"] = 0.2
+                group["momentum"] = 0.7
         g = random_grads(rng)
         set_torch_grads(t, g)
         topt.step()
         m, opt = step(m, opt, grads_tree(m, g))
         assert_same(m, opt, t, topt, f"step {i}")
-    assert traces == 1
+        assert traces == (1 if i < 13 else 2), i
 
 
 def test_optimizers_that_differ_in_hyperparameters_share_a_trace() -> None:
@@ -643,7 +648,9 @@ def test_optimizers_that_differ_in_hyperparameters_share_a_trace() -> None:
 
     g = grads_tree(m, random_grads(np.random.default_rng(0)))
     results = []
-    for lr, momentum, wd in [(0.1, 0.9, 0), (0.01, 0.5, 0.1), (1, 0.99, 1e-4)]:
+    # Weight decay zero or not is torch's Python branch, so structure (test above); any other
+    # difference in values is not.
+    for lr, momentum, wd in [(0.1, 0.9, 0.5), (0.01, 0.5, 0.1), (1, 0.99, 1e-4)]:
         opt = optim.SGD(m.parameters(), lr=lr, momentum=momentum, weight_decay=wd)
         results.append(step(m, opt, g)[0])
         np.testing.assert_allclose(
@@ -1248,3 +1255,39 @@ def test_buffers_initialised_together_share_one_flag() -> None:
     assert traces == 2  # step 0 (a None gradient), step 1 (full gradients, split flags), no more
     np.testing.assert_array_equal(opt._initialized[0], [True, True])
     assert opt._classes[0] == (0, 0, 1, 0, 0)
+
+
+def test_zero_tests_follow_every_kind_of_value() -> None:
+    """torch tests momentum, weight decay (and fparam dampening) against 0 in Python. fparam
+    makes that structure when the value is a host number and selects at run time when it is
+    a JAX array or was set inside the jitted step; every route equals torch, including
+    momentum going to 0 and back in a group with buffers (the buffer waits untouched)."""
+    m, t = make_pair()
+    opt = optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD(t.parameters(), lr=0.1, momentum=0.9)
+
+    @jax.jit
+    def step(m: Net, opt: optim.SGD, grads: Net, momentum: Any) -> Any:
+        if momentum is not None:  # a schedule's value, set inside the trace
+            opt.param_groups[0]["momentum"] = momentum
+        return opt.step(m, grads)
+
+    rng = np.random.default_rng(9)
+    settings: dict[int, dict[str, Any]] = {
+        2: {"momentum": 0.0},
+        4: {"momentum": 0.8, "weight_decay": jnp.asarray(0.0)},
+        6: {"weight_decay": jnp.asarray(0.2), "dampening": jnp.asarray(0.5)},
+        8: {"weight_decay": 0.0, "dampening": 0.0},
+    }
+    for i in range(12):
+        for key, value in settings.get(i, {}).items():
+            opt.param_groups[0][key] = value
+            topt.param_groups[0][key] = float(value)
+        traced = 0.6 if i >= 10 else None  # inside the step from step 10 on
+        if traced is not None:
+            topt.param_groups[0]["momentum"] = traced
+        g = random_grads(rng)
+        set_torch_grads(t, g)
+        topt.step()
+        m, opt = step(m, opt, grads_tree(m, g), None if traced is None else jnp.float32(traced))
+        assert_same(m, opt, t, topt, f"step {i}")
