@@ -147,6 +147,13 @@ from fparam.nn.pooling import (
     MaxUnpool3d,
 )
 from fparam.nn.sparse import Embedding, EmbeddingBag
+from fparam.nn.transformer import (
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 from fparam.nn.upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 
 __all__ = [
@@ -306,6 +313,13 @@ __all__ += [
     "Threshold",
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
+]
+__all__ += [
+    "Transformer",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
 ]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
