@@ -360,6 +360,32 @@ _COMPOSITE_BUILDERS: dict[str, Callable[[Any, Any, dict[str, Module | None]], Mo
     "Transformer": _build_transformer,
 }
 
+# Attention. MultiheadAttention builds its own out_proj child (_convert registers built
+# children so that their state is copied and compared too).
+_BUILDERS.update(
+    {
+        "MultiheadAttention": lambda nn, m: nn.MultiheadAttention(
+            m.embed_dim,
+            m.num_heads,
+            m.dropout,
+            bias=m.in_proj_bias is not None,
+            add_bias_kv=m.bias_k is not None,
+            add_zero_attn=m.add_zero_attn,
+            kdim=m.kdim,
+            vdim=m.vdim,
+            batch_first=m.batch_first,
+        ),
+        "NonDynamicallyQuantizableLinear": lambda nn, m: _nondynamic_linear(m),
+    }
+)
+
+
+def _nondynamic_linear(m: Any) -> Module:
+    from fparam.nn.attention import NonDynamicallyQuantizableLinear
+
+    return NonDynamicallyQuantizableLinear(m.in_features, m.out_features, bias=m.bias is not None)
+
+
 _CONTAINERS = ("Sequential", "ModuleList", "ModuleDict", "ParameterList", "ParameterDict")
 
 # What a torch module can carry that changes its outputs or its state_dict and that an fparam
@@ -641,6 +667,10 @@ def _convert(
             )
             return None
     built[path] = twin
+    # A layer that builds its own children (MultiheadAttention's out_proj): they are the
+    # twins of torch's children at the same paths.
+    for sub_path, sub in twin.named_modules(prefix=path):
+        built.setdefault(sub_path, sub)
     return twin
 
 

@@ -33,6 +33,7 @@ from fparam.nn.activation import (
     Tanhshrink,
     Threshold,
 )
+from fparam.nn.attention import MultiheadAttention
 from fparam.nn.containers import ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
 from fparam.nn.conv import (
     Conv1d,
@@ -321,6 +322,8 @@ __all__ += [
     "TransformerEncoder",
     "TransformerEncoderLayer",
 ]
+
+__all__ += ["MultiheadAttention"]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
 __getattr__ = _torch_names.missing_attribute_hook(__name__, "torch.nn", _torch_names.NN)

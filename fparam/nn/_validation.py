@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fparam._random import HostKey
+
 __all__ = [
     "check_array",
     "check_int",
@@ -211,12 +213,13 @@ def resolve_device(owner: str, device: Any) -> Any:
 
 def check_key(owner: str, key: Any) -> Any:
     """``None`` or a JAX key: a typed key (``jax.random.key``) or a legacy ``uint32[2]``
-    ``PRNGKey``, traced or not.
+    ``PRNGKey``, traced or not; or a ``fparam._random.HostKey`` (what ``split_key`` hands out
+    eagerly), so that a layer can pass its children keys split from its own.
 
     Raises:
         TypeError: anything else; an int seed gets the spelling to use (``jax.random.key(42)``).
     """
-    if key is None:
+    if key is None or isinstance(key, HostKey):
         return key
     if isinstance(key, (jax.Array, np.ndarray)):
         if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):

@@ -39,8 +39,10 @@ from fparam.nn import _validation as V
 from fparam.nn import functional as F
 from fparam.nn import init
 from fparam.nn.activation import GELU, ReLU
+from fparam.nn.attention import MultiheadAttention
 from fparam.nn.containers import ModuleList
 from fparam.nn.dropout import Dropout
+from fparam.nn.functional.attention import _canonical_mask, _none_or_dtype
 from fparam.nn.linear import Linear
 from fparam.nn.normalization import LayerNorm
 
@@ -58,11 +60,6 @@ _NOT_CALLABLE = (
     "{owner}: argument 'activation' must be 'relu', 'gelu' or a callable (a function or a "
     "module), got {type} (activation={value!r})"
 )
-_MASK_DTYPE = "only bool and floating types of {mask_name} are supported"  # AssertionError
-_MASK_MISMATCH = (
-    "Support for mismatched {mask_name} and {other_name} is deprecated. Use same type for both "
-    "instead."
-)  # UserWarning
 _DECODER_COPY_RELU = (
     "TransformerDecoder: the layers' activation module {activation} is not what they compute: "
     "like torch's copies of a TransformerDecoderLayer, they apply F.relu (torch's "
@@ -73,13 +70,6 @@ _BATCH_MISMATCH = "the batch number of src and tgt must be equal"
 _FEATURE_MISMATCH = "the feature number of src and tgt must be equal to d_model"
 
 _Activation = str | Callable[[jax.Array], jax.Array]
-
-
-def _attention(*args: Any, **kwargs: Any) -> Module:
-    from fparam import nn  # MultiheadAttention lives in fparam.nn, which imports this module
-
-    attention: Module = nn.MultiheadAttention(*args, **kwargs)
-    return attention
 
 
 def _get_activation_fn(activation: str) -> Callable[[jax.Array], jax.Array]:
@@ -101,48 +91,11 @@ def _activation(owner: str, activation: Any) -> Callable[[jax.Array], jax.Array]
 
 
 def _sub_keys(owner: str, key: Any, num: int) -> list[Any]:
-    """``num`` JAX keys for the sublayers (built without a compile), or ``None`` each."""
+    """``num`` keys for the sublayers (split on the host: no compile), or ``None`` each."""
     key = V.check_key(owner, key)
     if key is None:
         return [None] * num
-    return [_random.as_jax_key(k) for k in _random.split_key(key, num)]
-
-
-def _dtype_of(value: Any) -> Any:
-    return None if value is None else jnp.asarray(value).dtype
-
-
-def _canonical_mask(
-    mask: Any,
-    mask_name: str,
-    other_type: Any,
-    other_name: str,
-    target_type: Any,
-    check_other: bool = True,
-) -> jax.Array | None:
-    """torch's ``F._canonical_mask``: a bool mask becomes an additive float mask (``-inf`` where
-    ``True``) of ``target_type``; a float mask is kept; anything else is refused."""
-    if mask is None:
-        return None
-    mask = jnp.asarray(mask)
-    is_float = jnp.issubdtype(mask.dtype, jnp.floating)
-    if mask.dtype != jnp.bool_ and not is_float:
-        raise AssertionError(_MASK_DTYPE.format(mask_name=mask_name))
-    if check_other and other_type is not None and mask.dtype != other_type:
-        warnings.warn(
-            _MASK_MISMATCH.format(mask_name=mask_name, other_name=other_name), stacklevel=3
-        )
-    if not is_float:
-        mask = jnp.where(mask, jnp.asarray(-jnp.inf, target_type), jnp.zeros((), target_type))
-    return mask
-
-
-def _check_norm(owner: str, norm: Any) -> None:
-    if norm is not None and not isinstance(norm, Module):
-        raise TypeError(
-            f"{owner}: argument 'norm' must be an nn.Module or None, got "
-            f"{type(norm).__name__} (norm={norm!r})"
-        )
+    return _random.split_key(key, num)
 
 
 def _relu_or_gelu(activation: Any) -> int:
@@ -203,7 +156,7 @@ class TransformerEncoderLayer(Module):
         activation = _activation("TransformerEncoderLayer", activation)
         k_attn, k1, k2 = _sub_keys("TransformerEncoderLayer", key, 3)
         factory = {"device": device, "dtype": dtype}
-        self.self_attn = _attention(
+        self.self_attn = MultiheadAttention(
             d_model,
             nhead,
             dropout=dropout,
@@ -233,7 +186,7 @@ class TransformerEncoderLayer(Module):
         src_key_padding_mask = _canonical_mask(
             src_key_padding_mask,
             "src_key_padding_mask",
-            _dtype_of(src_mask),
+            _none_or_dtype(src_mask),
             "src_mask",
             src.dtype,
         )
@@ -304,7 +257,7 @@ class TransformerDecoderLayer(Module):
         activation = _activation("TransformerDecoderLayer", activation)
         k_self, k_cross, k1, k2 = _sub_keys("TransformerDecoderLayer", key, 4)
         factory = {"device": device, "dtype": dtype}
-        self.self_attn = _attention(
+        self.self_attn = MultiheadAttention(
             d_model,
             nhead,
             dropout=dropout,
@@ -313,7 +266,7 @@ class TransformerDecoderLayer(Module):
             key=k_self,
             **factory,
         )
-        self.multihead_attn = _attention(
+        self.multihead_attn = MultiheadAttention(
             d_model,
             nhead,
             dropout=dropout,
@@ -463,7 +416,6 @@ class TransformerEncoder(Module):
     ) -> None:
         super().__init__()
         num_layers = V.check_int("TransformerEncoder", "num_layers", num_layers)
-        _check_norm("TransformerEncoder", norm)
         self.layers = _get_clones(encoder_layer, num_layers)
         self.num_layers = num_layers
         self.norm = norm
@@ -479,7 +431,7 @@ class TransformerEncoder(Module):
         is_causal: bool | None = None,
     ) -> jax.Array:
         src_key_padding_mask = _canonical_mask(
-            src_key_padding_mask, "src_key_padding_mask", _dtype_of(mask), "mask", src.dtype
+            src_key_padding_mask, "src_key_padding_mask", _none_or_dtype(mask), "mask", src.dtype
         )
         mask = _canonical_mask(mask, "mask", None, "", src.dtype, check_other=False)
         first = self.layers[0]
@@ -541,7 +493,6 @@ class TransformerDecoder(Module):
     def __init__(self, decoder_layer: Module, num_layers: int, norm: Module | None = None) -> None:
         super().__init__()
         num_layers = V.check_int("TransformerDecoder", "num_layers", num_layers)
-        _check_norm("TransformerDecoder", norm)
         self.layers = _get_clones(decoder_layer, num_layers)
         self.num_layers = num_layers
         self.norm = norm

@@ -81,6 +81,7 @@ def _model(keys: list[Any], dtype: Any = None) -> nn.Module:
         nn.Embedding(53, 7, padding_idx=3, **kw),
         nn.EmbeddingBag(59, 5, padding_idx=-1, **kw),
         nn.PReLU(61, **kw),
+        nn.MultiheadAttention(12, 3, add_bias_kv=True, kdim=5, vdim=7, key=keys[2], **kw),
     )
 
 

@@ -41,6 +41,10 @@ from fparam.nn.functional.activation import (
     threshold,
     threshold_,
 )
+from fparam.nn.functional.attention import (
+    multi_head_attention_forward,
+    scaled_dot_product_attention,
+)
 from fparam.nn.functional.conv import (
     conv1d,
     conv2d,
@@ -286,6 +290,8 @@ __all__ += [
     "upsample_bilinear",
     "upsample_nearest",
 ]
+
+__all__ += ["multi_head_attention_forward", "scaled_dot_product_attention"]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
 __getattr__ = _torch_names.missing_attribute_hook(
