@@ -106,7 +106,7 @@ class CharTransformer(nn.Module):
 
     def forward(self, ids: jax.Array) -> jax.Array:
         t = ids.shape[-1]
-        x = self.drop(self.tok(ids) + self.pos(jnp.arange(t)))
+        x = self.drop(self.tok(ids) + self.pos(jnp.arange(t))[None])
         # A (t, t) constant of the trace: -inf above the diagonal.
         causal = nn.Transformer.generate_square_subsequent_mask(t)
         x = self.blocks(x, mask=causal, is_causal=True)

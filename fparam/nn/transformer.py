@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fparam import _random
-from fparam._module import Module
+from fparam._module import Module, _note_owner
 from fparam.nn import _validation as V
 from fparam.nn import functional as F
 from fparam.nn import init
@@ -359,9 +359,27 @@ class TransformerDecoderLayer(Module):
         return self.dropout3(x)  # type: ignore[no-any-return]
 
 
+def _clone(module: Module) -> Module:
+    """``copy.deepcopy(module)`` with each array copied by ``device_put`` (a deep copy of a JAX
+    array compiles a copy kernel per shape), each copy registered as its module's value."""
+    memo: dict[int, Any] = {}
+    for sub in module.modules():
+        for value in sub.__dict__.values():
+            if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+                memo[id(value)] = jax.device_put(value, value.sharding, may_alias=False)
+    clone = copy.deepcopy(module, memo)
+    for sub in clone.modules():
+        for name, value in sub.__dict__.items():
+            if isinstance(value, jax.Array):
+                # So that `nn.init.normal_(encoder.layers[0].linear1.weight)` writes into
+                # this copy, as torch's in-place initialisation does.
+                _note_owner(value, sub, name)
+    return clone
+
+
 def _get_clones(module: Module, n: int) -> ModuleList:
     # torch deep-copies: every layer has its own parameters, equal at first.
-    return ModuleList([copy.deepcopy(module) for _ in range(n)])
+    return ModuleList([_clone(module) for _ in range(n)])
 
 
 def _why_not_nested(layer: Any) -> str:
@@ -451,7 +469,7 @@ class TransformerEncoder(Module):
             # the output back with zeros.
             keep = src_key_padding_mask == 0
             lengths = keep.sum(axis=-1, keepdims=True)
-            padded = jnp.arange(keep.shape[-1]) >= lengths
+            padded = jnp.arange(keep.shape[-1])[None, :] >= lengths
             if self.mask_check:
                 # Left-aligned padding only; otherwise torch runs the plain path.
                 aligned = jnp.all(keep[:, 1:] <= keep[:, :-1])

@@ -15,7 +15,6 @@ parameter.
 
 from __future__ import annotations
 
-import copy
 import warnings
 
 import jax
@@ -32,6 +31,13 @@ from fparam.nn import functional as F
 # order 1): outputs 1.4e-6, gradients 5e-6. Tolerances: a few times that.
 TOL = {"rtol": 1e-4, "atol": 2e-5}
 E, H, FF = 8, 2, 16
+# Each configuration is one jitted program; XLA's backend optimisations (minutes of compile time
+# over the file on 2 cores, for programs this small) are switched off.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def _jit(fn, **kwargs):
+    return jax.jit(fn, compiler_options=FAST_COMPILE, **kwargs)
 
 
 def _np(x):
@@ -57,12 +63,20 @@ def _activation(kind, torch_side):
     return torch.nn.GELU(approximate="tanh") if torch_side else nn.GELU(approximate="tanh")
 
 
+# Compile time grows with the program: more single layers than stacks, the Transformer twice.
+_KIND_PLAN = (
+    ("encoder_layer", "decoder_layer", "encoder", "decoder") * 2
+    + ("encoder_layer", "decoder_layer", "transformer") * 2
+    + ("encoder_layer", "decoder_layer", "encoder", "decoder", "encoder_layer", "decoder_layer")
+)
+
+
 def _configs(n=20, seed=1234):
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         cfg = {
-            "kind": KINDS[i % len(KINDS)],  # every kind four times
+            "kind": _KIND_PLAN[i % len(_KIND_PLAN)],
             "norm_first": bool(rng.integers(2)),
             "batch_first": bool(rng.integers(2)),
             "activation": ACTIVATIONS[rng.integers(len(ACTIVATIONS))],
@@ -70,7 +84,7 @@ def _configs(n=20, seed=1234):
             "mask": ["none", "causal", "bool", "3d"][rng.integers(4)],
             "padding": ["none", "bool", "float"][rng.integers(3)],
             "unbatched": bool(rng.random() < 0.25),
-            "num_layers": int(rng.integers(1, 3)),
+            "num_layers": 2 if i in (2, 7) else 1,  # one encoder stack and one decoder stack
             "final_norm": bool(rng.integers(2)),
             "train": bool(rng.integers(2)),
             "seed": int(rng.integers(2**31)),
@@ -109,7 +123,7 @@ def _build(cfg, lib):
         return lib.TransformerEncoder(layer, layers, norm=norm(), enable_nested_tensor=False)
     if kind == "decoder":
         return lib.TransformerDecoder(lib.TransformerDecoderLayer(E, H, **kw), layers, norm())
-    return lib.Transformer(E, H, layers, 3 - layers, **kw)
+    return lib.Transformer(E, H, 1, 1, **kw)
 
 
 def _float_mask(bool_mask, rng):
@@ -224,9 +238,8 @@ def test_matches_torch_over_a_randomized_grid(cfg):
         out = model(**inputs, **j_masks)
         return jnp.sum(out * w), out
 
-    (_, out), (g_m, g_in) = fparam.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
-        m, {k: jnp.asarray(v) for k, v in args.items()}
-    )
+    step = _jit(fparam.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+    (_, out), (g_m, g_in) = step(m, {k: jnp.asarray(v) for k, v in args.items()})
     np.testing.assert_allclose(_np(out), t_out.detach().numpy(), **TOL)
     for k, v in t_args.items():
         np.testing.assert_allclose(_np(g_in[k]), v.grad.numpy(), **TOL, err_msg=k)
@@ -346,7 +359,7 @@ def test_torchs_errors():
     bf = nn.Transformer(E, H, 1, 1, FF, batch_first=True)
     with pytest.raises(RuntimeError, match="the batch number of src and tgt must be equal"):
         bf(jnp.zeros((2, 5, E)), jnp.zeros((3, 5, E)))
-    layer = nn.TransformerEncoderLayer(E, H, FF)
+    layer = nn.TransformerEncoderLayer(E, H, FF).eval()
     with pytest.raises(AssertionError, match="only bool and floating types of src_mask"):
         layer(jnp.zeros((3, 2, E)), src_mask=jnp.zeros((3, 3), jnp.int32))
     with pytest.raises(
@@ -354,10 +367,11 @@ def test_torchs_errors():
     ):
         layer(jnp.zeros((3, 2, E)), src_key_padding_mask=jnp.zeros((2, 3), jnp.int32))
     with pytest.warns(UserWarning, match="Support for mismatched src_key_padding_mask and"):
-        layer(
+        jax.eval_shape(  # (a trace: the warning comes from the Python code, nothing runs)
+            lambda x, mask, pad: layer(x, src_mask=mask, src_key_padding_mask=pad),
             jnp.zeros((3, 2, E)),
-            src_mask=jnp.zeros((3, 3), bool),
-            src_key_padding_mask=jnp.zeros((2, 3)),
+            jnp.zeros((3, 3), bool),
+            jnp.zeros((2, 3)),
         )
 
 
@@ -374,7 +388,7 @@ def test_eval_outputs_at_padded_positions_are_torchs_nested_tensor_outputs(mask_
     _randomise(t, rng)
     t.eval()
     m = nn.TransformerEncoder(
-        nn.TransformerEncoderLayer(E, H, FF, batch_first=True),
+        nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, batch_first=True),
         2,
         nn.LayerNorm(E),
         mask_check=mask_check,
@@ -387,22 +401,22 @@ def test_eval_outputs_at_padded_positions_are_torchs_nested_tensor_outputs(mask_
         [[0, 0, 0, 0, 0], [0, 0, 0, 1, 1], [0, 1, 1, 1, 1], [1, 1, 1, 1, 1]],  # left-aligned
         [[0, 0, 0, 0, 0], [1, 0, 0, 1, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0, 1]],  # not
     ]
+    run = _jit(lambda m, x, pad: m(x, src_key_padding_mask=pad))
     for pad in paddings:
         pad = np.array(pad, bool)
         with torch.no_grad():
             want = t(_t(x), src_key_padding_mask=_t(pad)).numpy()
-        got = _np(jax.jit(m)(x, src_key_padding_mask=pad))
-        np.testing.assert_allclose(got, want, **TOL)
+        np.testing.assert_allclose(_np(run(m, x, pad)), want, **TOL)
     # The zeros are there before the final norm: its bias appears at the padded positions.
     left = np.array(paddings[0], bool)
-    got = _np(m(x, src_key_padding_mask=left))
+    got = _np(run(m, x, left))
     np.testing.assert_allclose(got[left], np.broadcast_to(_np(m.norm.bias), got[left].shape))
     # Not in training mode (as torch): the padded positions are computed.
     m.train()
     with torch.no_grad():
         t.train()
         want = t(_t(x), src_key_padding_mask=_t(left)).numpy()
-    np.testing.assert_allclose(_np(m(x, src_key_padding_mask=left)), want, **TOL)
+    np.testing.assert_allclose(_np(run(m, x, left)), want, **TOL)
     assert not np.allclose(want[1, 3:], _np(m.norm.bias))
 
 
@@ -422,7 +436,7 @@ def test_from_torch_twins_a_transformer_and_an_encoder_model():
     mask = t.generate_square_subsequent_mask(4)
     with torch.no_grad():
         want = t(_t(src), _t(tgt), tgt_mask=mask).numpy()
-    got = twin(src, tgt, tgt_mask=_np(mask))
+    got = _jit(lambda m, src, tgt, mask: m(src, tgt, tgt_mask=mask))(twin, src, tgt, _np(mask))
     np.testing.assert_allclose(_np(got), want, **TOL)
 
     layer = torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, activation=torch.nn.GELU())
@@ -437,7 +451,8 @@ def test_from_torch_twins_a_transformer_and_an_encoder_model():
     pad[1, 3:] = True
     with torch.no_grad():
         want = encoder(_t(x), src_key_padding_mask=_t(pad)).numpy()
-    np.testing.assert_allclose(_np(twin(x, src_key_padding_mask=pad)), want, **TOL)
+    got = _jit(lambda m, x, pad: m(x, src_key_padding_mask=pad))(twin, x, pad)
+    np.testing.assert_allclose(_np(got), want, **TOL)
 
 
 def test_from_torch_refuses_a_torch_function_it_cannot_carry():
@@ -450,15 +465,21 @@ def test_from_torch_refuses_a_torch_function_it_cannot_carry():
 # JAX transformations
 
 
-def _stack(batch_first=True, dropout=0.0, layers=3):
+def _stack(batch_first=True, dropout=0.0, layers=2):
     fparam.manual_seed(0)
     layer = nn.TransformerEncoderLayer(E, H, FF, dropout=dropout, batch_first=batch_first)
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
-def test_jit_grad_and_checkpointed_layers_give_the_same_gradients():
+def test_jit_grad_matches_torch_and_checkpointed_layers_give_the_same_gradients():
     model = _stack()
-    x = jax.random.normal(jax.random.key(0), (2, 5, E))
+    torch_model = torch.nn.TransformerEncoder(
+        torch.nn.TransformerEncoderLayer(E, H, FF, dropout=0.0, batch_first=True),
+        2,
+        enable_nested_tensor=False,
+    )
+    torch_model.load_state_dict({k: _t(v) for k, v in model.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((2, 5, E)).astype(np.float32)
     mask = nn.Transformer.generate_square_subsequent_mask(5)
 
     def plain(m, x):
@@ -470,25 +491,25 @@ def test_jit_grad_and_checkpointed_layers_give_the_same_gradients():
             x = jax.checkpoint(lambda lay, h: lay(h, src_mask=mask))(layer, x)
         return jnp.sum(x**2)
 
-    eager_loss, eager_g = fparam.value_and_grad(plain)(model, x)
-    jit_loss, jit_g = jax.jit(fparam.value_and_grad(plain))(model, x)
-    remat_loss, remat_g = jax.jit(fparam.value_and_grad(remat))(model, x)
-    np.testing.assert_allclose(float(jit_loss), float(eager_loss), rtol=1e-5)
-    np.testing.assert_allclose(float(remat_loss), float(eager_loss), rtol=1e-5)
-    for (name, a), (_, b), (_, c) in zip(
-        eager_g.named_parameters(), jit_g.named_parameters(), remat_g.named_parameters()
-    ):
-        np.testing.assert_allclose(_np(b), _np(a), **TOL, err_msg=name)
-        np.testing.assert_allclose(_np(c), _np(a), **TOL, err_msg=name)
+    jit_loss, jit_g = _jit(fparam.value_and_grad(plain))(model, x)
+    remat_loss, remat_g = _jit(fparam.value_and_grad(remat))(model, x)
+    torch_loss = torch.sum(torch_model(_t(x), mask=_t(mask)) ** 2)
+    torch_loss.backward()
+    np.testing.assert_allclose(float(jit_loss), float(torch_loss), rtol=1e-5)
+    np.testing.assert_allclose(float(remat_loss), float(jit_loss), rtol=1e-6)
+    remat_grads = dict(remat_g.named_parameters())
+    for name, g in jit_g.named_parameters():
+        want = torch_model.get_parameter(name).grad.numpy()
+        np.testing.assert_allclose(_np(g), want, **TOL, err_msg=name)
+        np.testing.assert_allclose(_np(remat_grads[name]), _np(g), **TOL, err_msg=name)
 
 
 def test_vmap_over_a_batch_of_unbatched_sequences_is_the_batched_call():
-    model = nn.TransformerDecoder(nn.TransformerDecoderLayer(E, H, FF, dropout=0.0), 2)
-    tgt = jax.random.normal(jax.random.key(1), (3, 4, E))  # (N, T, E): vmapped over N
-    memory = jax.random.normal(jax.random.key(2), (3, 5, E))
+    model = nn.TransformerEncoderLayer(E, H, FF, dropout=0.0)
+    src = jax.random.normal(jax.random.key(1), (3, 4, E))  # (N, S, E): vmapped over N
     mask = nn.Transformer.generate_square_subsequent_mask(4)
-    out = jax.vmap(lambda t, s: model(t, s, tgt_mask=mask))(tgt, memory)
-    batched = model(tgt.swapaxes(0, 1), memory.swapaxes(0, 1), tgt_mask=mask).swapaxes(0, 1)
+    out = _jit(jax.vmap(lambda s: model(s, src_mask=mask)))(src)
+    batched = _jit(lambda s: model(s.swapaxes(0, 1), src_mask=mask))(src).swapaxes(0, 1)
     np.testing.assert_allclose(_np(out), _np(batched), **TOL)
 
 
@@ -496,7 +517,7 @@ def test_dropout_draws_from_the_key_in_scope():
     model = _stack(dropout=0.5, layers=1)
     x = jax.random.normal(jax.random.key(0), (2, 5, E))
 
-    @jax.jit
+    @_jit
     def run(m, x, key):
         with fparam.rng(key):
             return m(x)
@@ -507,10 +528,8 @@ def test_dropout_draws_from_the_key_in_scope():
     assert not np.allclose(_np(a), _np(c))
     with pytest.raises(fparam.RandomnessError):
         jax.jit(lambda m, x: m(x))(model, x)
-    # Eval mode: no dropout, the output of the same weights with dropout=0.
+    # Eval mode: no dropout, whatever the key.
     model.eval()
-    no_dropout = copy.deepcopy(model)
-    for layer in no_dropout.layers:
-        for name in ("dropout", "dropout1", "dropout2"):
-            setattr(layer, name, nn.Dropout(0.0))
-    np.testing.assert_allclose(_np(run(model, x, jax.random.key(1))), _np(no_dropout(x)), **TOL)
+    np.testing.assert_array_equal(
+        _np(run(model, x, jax.random.key(1))), _np(run(model, x, jax.random.key(2)))
+    )
