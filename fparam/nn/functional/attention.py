@@ -5,7 +5,8 @@ Which computation runs (``scaled_dot_product_attention``)
 --------------------------------------------------------
 * **Fused path**, ``jax.nn.dot_product_attention``: taken when the call has no dropout
   (``dropout_p == 0``), the value's head size equals the key's (JAX's function needs
-  ``value.shape == key.shape``), and key and value have the same number of heads. Leading batch
+  ``value.shape == key.shape``), key and value have the same number of heads, and the inputs
+  are float32/float64 or an ``implementation`` is named (see half precision below). Leading batch
   dims are broadcast and flattened into JAX's single batch axis, heads become JAX's ``N`` axis
   (``enable_gqa``, and a single key/value head broadcast over the query heads, map to JAX's
   grouped-query attention: query head ``n`` reads key/value head ``n // (Hq // Hk)``, which is
@@ -17,15 +18,20 @@ Which computation runs (``scaled_dot_product_attention``)
   precision only; JAX raises for what cuDNN cannot do).
 * **Explicit path** (``matmul`` / ``softmax`` / ``matmul``, torch's "math" reference): every
   other call (dropout, ``Ev != E``, key and value with different head counts under
-  ``enable_gqa``).
+  ``enable_gqa``, float16/bfloat16 inputs with ``implementation=None``).
 
 Both paths give torch's CPU results, including for a query row whose every key is masked out:
 torch 2.13 returns **zeros** there (its ``_safe_softmax``), where a plain softmax gives NaN and
 JAX's function gives the mean of the values. Such rows are detected from the mask (static shape,
-traced values) and zeroed; their gradients are zero, as in torch. On the explicit path scores,
-softmax and the value product run in float32 for half-precision inputs (torch's math path keeps
-float intermediates); JAX's fused path casts the probabilities back to the input dtype before the
-value product, a rounding difference in half precision only.
+traced values) and zeroed; their gradients are zero, as in torch.
+
+Half precision: torch's math path keeps float32 intermediates, and so does the explicit path
+(measured: the same largest error against a float64 reference as torch, bfloat16 and float16).
+JAX's XLA lowering rounds the probabilities to the input dtype before the value product (about
+15% more error in bfloat16), and it is the same XLA computation as the explicit path, so with
+``implementation=None`` half-precision calls take the explicit path; naming ``'xla'`` or
+``'cudnn'`` takes the fused path (JAX 0.10's ``'xla'`` cannot compile float16 on CPU: its
+``F16_F16_F32`` dot precision is refused there).
 
 ``multi_head_attention_forward`` follows torch's function line for line: the need-weights branch
 computes the weights itself with a plain softmax (a fully masked row is NaN there, as in torch),
@@ -104,8 +110,8 @@ _BAD_IMPLEMENTATION = (
 )
 _CUDNN_UNFUSED = (
     "scaled_dot_product_attention(): implementation='cudnn' needs a call the fused path takes "
-    "(no dropout, value head size == key head size, as many key as value heads); this call "
-    "takes the explicit path"
+    "(no dropout, value head size == key head size, as many key as value heads, no broadcast "
+    "of the value's batch dims); this call takes the explicit path"
 )
 
 _MHA_Q_RANK = "query should be unbatched 2D or batched 3D tensor but received {ndim}-D query tensor"
@@ -212,9 +218,9 @@ def scaled_dot_product_attention(
     attn_mask: jax.Array | None = None,
     dropout_p: float = 0.0,
     is_causal: bool = False,
+    *,
     scale: float | None = None,
     enable_gqa: bool = False,
-    *,
     rng: jax.Array | None = None,
     implementation: Literal["xla", "cudnn"] | None = None,
 ) -> jax.Array:
@@ -236,7 +242,8 @@ def scaled_dot_product_attention(
     - `dropout_p`: dropout probability on the attention weights, applied whenever it is > 0
       (as torch: pass ``0.0`` in eval mode).
     - `is_causal`: a top-left aligned lower-triangular mask (query ``i`` sees keys ``j <= i``).
-    - `scale`: the score factor; ``None`` means ``1 / sqrt(E)``.
+    - `scale`: the score factor; ``None`` means ``1 / sqrt(E)``. Keyword-only, as
+      ``enable_gqa`` (torch's positional parameters stop at ``is_causal``).
     - `enable_gqa`: grouped-query attention: key/value heads are repeated
       (``repeat_interleave``) to the query's head count, which they must divide.
     - `rng`: a JAX key for dropout (torch's ``key`` is the key *tensor*); ``None`` draws from
@@ -298,6 +305,7 @@ def scaled_dot_product_attention(
         and (not enable_gqa or hk == hv)
         and E > 0
         and S > 0
+        and (implementation is not None or jnp.finfo(q.dtype).bits >= 32)
     )
     if not fused:
         if implementation == "cudnn":
@@ -319,7 +327,7 @@ def _sdpa_explicit(
 ) -> jax.Array:
     """torch's math reference, with float32 intermediates for half-precision inputs."""
     dtype = q.dtype
-    acc = jnp.promote_types(dtype, jnp.float32)
+    acc = jnp.dtype(jnp.float32) if jnp.finfo(dtype).bits < 32 else dtype
     q, k, v = q.astype(acc), k.astype(acc), v.astype(acc)
     if enable_gqa:
         hq = q.shape[-3]
@@ -398,16 +406,19 @@ def _sdpa_fused(
             jmask = m
         else:
             bias = m
-    out = jax.nn.dot_product_attention(
-        qj,
-        kj,
-        vj,
-        bias=bias,
-        mask=jmask,
-        scale=scale,
-        is_causal=is_causal,
-        implementation=implementation,
-    )
+    # JAX's function promotes half-precision logits with jnp.promote_types, which fails under
+    # jax_numpy_dtype_promotion='strict' (what fparam's tests and careful users run).
+    with jax.numpy_dtype_promotion("standard"):
+        out = jax.nn.dot_product_attention(
+            qj,
+            kj,
+            vj,
+            bias=bias,
+            mask=jmask,
+            scale=scale,
+            is_causal=is_causal,
+            implementation=implementation,
+        )
     out = jnp.swapaxes(out, 1, 2).reshape((*lead, hq, L, E))
     if unbatched:
         out = out[0]
