@@ -12,7 +12,9 @@ training mode.
   v`` projection, per-head scaled dot-product attention with a softmax, output projection,
   residual + ``LayerNorm``, ``Linear``-ReLU-``Linear``, residual + ``LayerNorm``; Adam with
   torch's formulas (bias corrections, ``eps`` added to ``sqrt(v_hat)``), the step count and the
-  hyperparameters passed in as arguments.
+  hyperparameters passed in as arguments. A second row, ``raw JAX + dpa``, computes the attention
+  with ``jax.nn.dot_product_attention`` (the lowering fparam's ``scaled_dot_product_attention``
+  uses) instead of explicit matmuls and softmax.
 - **torch eager**: ``torch.nn.TransformerEncoderLayer`` and ``torch.optim.Adam``, one intra-op
   thread (as in ``step_overhead.py``).
 
@@ -21,8 +23,8 @@ batches; losses and parameters must agree to float32 tolerance, and the first lo
 torch's, or the script stops. Timing: ``_timing.measure`` (warm-up, then interleaved repeats,
 medians).
 
-Run: ``python benchmarks/transformer_step.py [--steps 50] [--repeats 11] [--batch 16] [--seq 64]
-[--d-model 128] [--nhead 4]``
+Run: ``python benchmarks/transformer_step.py [--steps 30] [--repeats 9] [--batch 8] [--seq 64]
+[--d-model 64] [--nhead 4]``
 """
 
 from __future__ import annotations
@@ -86,14 +88,20 @@ def layer_norm(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     return (x - mean) * jax.lax.rsqrt(var + LN_EPS) * w + b
 
 
-def raw_forward(p: dict[str, jax.Array], x: jax.Array, nhead: int) -> jax.Array:
+def raw_forward(
+    p: dict[str, jax.Array], x: jax.Array, nhead: int, library_attention: bool = False
+) -> jax.Array:
     n, s, e = x.shape
     hd = e // nhead
     qkv = x @ p["self_attn.in_proj_weight"].T + p["self_attn.in_proj_bias"]
-    q, k, v = (t.reshape(n, s, nhead, hd).transpose(0, 2, 1, 3) for t in jnp.split(qkv, 3, -1))
-    scores = (q / math.sqrt(hd)) @ k.swapaxes(-1, -2)
-    attn = jax.nn.softmax(scores, axis=-1) @ v
-    attn = attn.transpose(0, 2, 1, 3).reshape(n, s, e)
+    if library_attention:
+        q, k, v = (t.reshape(n, s, nhead, hd) for t in jnp.split(qkv, 3, -1))
+        attn = jax.nn.dot_product_attention(q, k, v).reshape(n, s, e)
+    else:
+        q, k, v = (t.reshape(n, s, nhead, hd).transpose(0, 2, 1, 3) for t in jnp.split(qkv, 3, -1))
+        scores = (q / math.sqrt(hd)) @ k.swapaxes(-1, -2)
+        attn = jax.nn.softmax(scores, axis=-1) @ v
+        attn = attn.transpose(0, 2, 1, 3).reshape(n, s, e)
     attn = attn @ p["self_attn.out_proj.weight"].T + p["self_attn.out_proj.bias"]
     h = layer_norm(x + attn, p["norm1.weight"], p["norm1.bias"])
     ff = jax.nn.relu(h @ p["linear1.weight"].T + p["linear1.bias"])
@@ -101,12 +109,12 @@ def raw_forward(p: dict[str, jax.Array], x: jax.Array, nhead: int) -> jax.Array:
     return layer_norm(h + ff, p["norm2.weight"], p["norm2.bias"])
 
 
-def raw_step(nhead: int) -> Callable[..., Any]:
+def raw_step(nhead: int, library_attention: bool = False) -> Callable[..., Any]:
     @jax.jit
     def step(params: Any, m: Any, v: Any, t: Any, hyper: Any, x: jax.Array, y: jax.Array) -> Any:
         lr, beta1, beta2, eps = hyper
         loss, grads = jax.value_and_grad(
-            lambda p: jnp.mean(jnp.square(raw_forward(p, x, nhead) - y))
+            lambda p: jnp.mean(jnp.square(raw_forward(p, x, nhead, library_attention) - y))
         )(params)
         t = t + 1
         m = jax.tree.map(lambda m_, g: beta1 * m_ + (1 - beta1) * g, m, grads)
@@ -140,7 +148,7 @@ def torch_first_loss(model: nn.Module, x: jax.Array, y: jax.Array) -> float | No
     twin = torch.nn.TransformerEncoderLayer(e, h, 4 * e, dropout=0.0, batch_first=True)
     twin.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in model.state_dict().items()})
     out = twin(torch.tensor(np.asarray(x)))
-    return float(torch.mean((out - torch.tensor(np.asarray(y))) ** 2))
+    return float(torch.mean((out - torch.tensor(np.asarray(y))) ** 2).detach())
 
 
 def check_same_computation(
@@ -190,9 +198,11 @@ def fparam_runner(d_model: int, nhead: int, x: jax.Array, y: jax.Array) -> Calla
     return run
 
 
-def raw_runner(d_model: int, nhead: int, x: jax.Array, y: jax.Array) -> Callable[[int], Any]:
+def raw_runner(
+    d_model: int, nhead: int, x: jax.Array, y: jax.Array, library_attention: bool = False
+) -> Callable[[int], Any]:
     state = raw_state(make_model(d_model, nhead))
-    step = raw_step(nhead)
+    step = raw_step(nhead, library_attention)
 
     def run(n: int) -> Any:
         params, m, v, t, hyper = state
@@ -230,11 +240,11 @@ def torch_runner(
 
 
 def main(
-    steps: int = 50,
-    repeats: int = 11,
-    batch: int = 16,
+    steps: int = 30,
+    repeats: int = 9,
+    batch: int = 8,
     seq: int = 64,
-    d_model: int = 128,
+    d_model: int = 64,
     nhead: int = 4,
 ) -> dict[str, float]:
     shape = (batch, seq, d_model)
@@ -249,25 +259,26 @@ def main(
     runners = {
         "fparam": fparam_runner(d_model, nhead, x, y),
         "raw JAX": raw_runner(d_model, nhead, x, y),
+        "raw JAX + dpa": raw_runner(d_model, nhead, x, y, library_attention=True),
     }
     torch_run = torch_runner(d_model, nhead, x, y)
     if torch_run is not None:
         runners["torch eager"] = torch_run
     medians = measure(runners, steps, repeats)
     base = medians["raw JAX"]
-    print(f"  {'':12s} {'µs/step':>10s} {'/ raw JAX':>10s}")
+    print(f"  {'':14s} {'µs/step':>10s} {'/ raw JAX':>10s}")
     for name, t in medians.items():
-        print(f"  {name:12s} {t * 1e6:10.1f} {t / base:10.2f}")
+        print(f"  {name:14s} {t * 1e6:10.1f} {t / base:10.2f}")
     return medians
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=64)
-    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--nhead", type=int, default=4)
     args = parser.parse_args()
     main(args.steps, args.repeats, args.batch, args.seq, args.d_model, args.nhead)

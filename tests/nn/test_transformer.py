@@ -28,12 +28,12 @@ from fparam import nn
 from fparam.nn import functional as F
 
 # Largest absolute errors measured over the grid (jax CPU vs torch 2.13 CPU, float32, values of
-# order 1): outputs 1.4e-6, gradients 5e-6. Tolerances: a few times that.
+# order 1): outputs 1.2e-6, gradients 8.3e-6. Tolerances: a few times that.
 TOL = {"rtol": 1e-4, "atol": 2e-5}
 E, H, FF = 8, 2, 16
-# Each configuration is one jitted program; XLA's backend optimisations (minutes of compile time
-# over the file on 2 cores, for programs this small) are switched off.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
+# Each configuration is one jitted program, compiled with XLA CPU's classic emitters and no
+# backend optimisations (compile time, not run time, dominates at these sizes).
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def _jit(fn, **kwargs):
@@ -495,7 +495,7 @@ def test_jit_grad_matches_torch_and_checkpointed_layers_give_the_same_gradients(
     remat_loss, remat_g = _jit(fparam.value_and_grad(remat))(model, x)
     torch_loss = torch.sum(torch_model(_t(x), mask=_t(mask)) ** 2)
     torch_loss.backward()
-    np.testing.assert_allclose(float(jit_loss), float(torch_loss), rtol=1e-5)
+    np.testing.assert_allclose(float(jit_loss), float(torch_loss.detach()), rtol=1e-5)
     np.testing.assert_allclose(float(remat_loss), float(jit_loss), rtol=1e-6)
     remat_grads = dict(remat_g.named_parameters())
     for name, g in jit_g.named_parameters():
