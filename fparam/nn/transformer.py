@@ -16,6 +16,10 @@ torch; the attention itself is :class:`fparam.nn.MultiheadAttention`. What diffe
   on device without a host sync), so its outputs equal torch's under ``torch.no_grad()`` /
   ``torch.inference_mode()``, the way eval-mode models are run. (torch with autograd recording
   skips the nested path and computes the padded positions too.)
+* A ``TransformerDecoder`` (so also ``Transformer``) built from a ``TransformerDecoderLayer``
+  whose ``activation`` is a module computes ReLU in every layer, as torch's does: torch's deep
+  copy runs the layer's ``__setstate__``, which hides the module behind a plain ``F.relu``
+  attribute. fparam does the same (checkpoints trained in torch expect it) and warns.
 * Dropout draws keys from fparam's key stream (``fparam.manual_seed``) eagerly and from the key
   in scope (``with fparam.rng(key):``) under a transformation, as every fparam dropout.
 * ``key=`` (keyword only) gives the initial values' key; without it layers draw from fparam's
