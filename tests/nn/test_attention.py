@@ -239,6 +239,28 @@ def test_sdpa_half_precision_keeps_torchs_float32_intermediates(
     assert len(calls) == 1  # only the call naming an implementation
 
 
+def test_multihead_attention_bfloat16() -> None:
+    """A bfloat16 layer (torch's dtype=) through both branches, within bfloat16 rounding."""
+    torch.manual_seed(0)
+    t = torch.nn.MultiheadAttention(8, 2, add_bias_kv=True, add_zero_attn=True)
+    t = t.to(torch.bfloat16)
+    m = fparam.from_torch(t)
+    x = np.random.default_rng(0).standard_normal((3, 2, 8)).astype(np.float32)
+    kpm = np.zeros((2, 3), bool)
+    kpm[0, 1] = True
+    got = _jit(lambda m, x: [m(x, x, x, kpm, need)[0] for need in (True, False)])(
+        m, jnp.asarray(x, jnp.bfloat16)
+    )
+    tx = _t(x).bfloat16()
+    for need, out in zip((True, False), got):
+        want = t(tx, tx, tx, key_padding_mask=_t(kpm), need_weights=need)[0]
+        assert out.dtype == jnp.bfloat16
+        # One bfloat16 rounding of values below 1: 2**-9.
+        np.testing.assert_allclose(
+            np.asarray(out, np.float32), want.float().detach().numpy(), rtol=0, atol=4e-3
+        )
+
+
 SDPA_ERRORS = [
     ("rank", dict(q=(4,), k=(5, 4), v=(5, 4)), RuntimeError, "at least 2 dimensional"),
     ("embed", dict(q=(2, 3, 4), k=(2, 5, 3), v=(2, 5, 4)), RuntimeError, "key"),
