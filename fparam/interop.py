@@ -305,6 +305,91 @@ _BUILDERS.update(
     }
 )
 
+
+def _torch_activation(m: Any) -> Any:
+    """The fparam counterpart of a torch Transformer layer's ``activation``: torch's ``relu`` /
+    ``gelu`` functions by name; a module is a child, converted with the others (a placeholder
+    here)."""
+    act = m.activation
+    if hasattr(act, "_modules"):
+        return "relu"
+    name = getattr(act, "__name__", None)
+    if getattr(act, "__module__", None) in ("torch.nn.functional", "torch._C._nn") and name in (
+        "relu",
+        "gelu",
+    ):
+        return name
+    raise TypeError(
+        f"activation {act!r} is a torch function fparam cannot carry over (only torch's "
+        "F.relu / F.gelu, 'relu' / 'gelu', or an activation module convert)"
+    )
+
+
+def _layer_config(m: Any) -> dict[str, Any]:
+    attn = m.self_attn
+    return dict(
+        d_model=attn.embed_dim,
+        nhead=attn.num_heads,
+        dim_feedforward=m.linear1.out_features,
+        dropout=m.dropout.p,
+        activation=_torch_activation(m),
+        layer_norm_eps=m.norm1.eps,
+        batch_first=attn.batch_first,
+        norm_first=m.norm_first,
+        bias=m.linear1.bias is not None,
+    )
+
+
+def _build_decoder_layer(nn: Any, m: Any, children: dict[str, Module | None]) -> Module:
+    twin: Module = nn.TransformerDecoderLayer(**_layer_config(m))
+    if "activation" in m._modules and "activation" in m.__dict__:
+        # A copy made by torch's TransformerDecoder: a plain `activation` attribute (F.relu,
+        # set by torch's __setstate__) hides the module child in forward.
+        twin._set_static("_forward_activation", nn.functional.relu)
+    return twin
+
+
+def _build_transformer(nn: Any, m: Any, children: dict[str, Module | None]) -> Module:
+    twin: Module = nn.Transformer(
+        m.d_model,
+        m.nhead,
+        custom_encoder=children["encoder"],
+        custom_decoder=children["decoder"],
+        batch_first=m.batch_first,
+    )
+    return twin
+
+
+def _first_layer(children: dict[str, Module | None]) -> Module:
+    # The stack's layers are replaced by torch's converted ones: the copies made of the first
+    # are placeholders.
+    return children["layers"][0]  # type: ignore[index]
+
+
+def _stack_norm(m: Any, children: dict[str, Module | None]) -> Module | None:
+    if m.norm is not None and "norm" not in children:
+        raise TypeError(f"norm {m.norm!r} is not a torch module: fparam cannot carry it over")
+    return children.get("norm")
+
+
+# torch class name -> how to build the fparam module from the torch one and its converted
+# children (by name); the children are then set on it, replacing those it built itself.
+_COMPOSITE_BUILDERS: dict[str, Callable[[Any, Any, dict[str, Module | None]], Module]] = {
+    "TransformerEncoderLayer": lambda nn, m, c: nn.TransformerEncoderLayer(**_layer_config(m)),
+    "TransformerDecoderLayer": _build_decoder_layer,
+    "TransformerEncoder": lambda nn, m, c: nn.TransformerEncoder(
+        _first_layer(c),
+        m.num_layers,
+        norm=_stack_norm(m, c),
+        enable_nested_tensor=m.enable_nested_tensor,
+        mask_check=getattr(m, "mask_check", True),
+    ),
+    "TransformerDecoder": lambda nn, m, c: nn.TransformerDecoder(
+        _first_layer(c), m.num_layers, norm=_stack_norm(m, c)
+    ),
+    "Transformer": _build_transformer,
+}
+
 # Attention. MultiheadAttention builds its own out_proj child (_convert registers built
 # children so that their state is copied and compared too).
 _BUILDERS.update(
@@ -498,7 +583,8 @@ def _static_problems(torch: Any, module: Any) -> tuple[list[str], set[str]]:
             problems.append(_LAZY.format(path=_shown(path), cls=cls))
             skipped.add(path)
             continue
-        if not _is_torch_builtin(sub) or (cls not in _BUILDERS and cls not in _CONTAINERS):
+        known = cls in _BUILDERS or cls in _COMPOSITE_BUILDERS or cls in _CONTAINERS
+        if not _is_torch_builtin(sub) or not known:
             name = f"{type(sub).__module__}.{type(sub).__qualname__}"
             unsupported.setdefault(name, []).append(_shown(path))
             skipped.add(path)
@@ -581,6 +667,25 @@ def _convert(
             twin = nn.ParameterList([v for _, v in entries])
         else:
             twin = nn.ParameterDict(OrderedDict(entries))
+    elif name in _COMPOSITE_BUILDERS:
+        kids = children()
+        if any(v is None and m._modules[k] is not None for k, v in kids):
+            return None  # a child could not be built: the problem is reported there
+        try:
+            twin = _COMPOSITE_BUILDERS[name](nn, m, dict(kids))
+            for k, kid in kids:
+                if twin._modules.get(k) is not kid:
+                    setattr(twin, k, kid)
+            for attr in ("use_nested_tensor", "activation_relu_or_gelu"):
+                if hasattr(m, attr):
+                    twin._set_static(attr, getattr(m, attr))
+        except Exception as error:
+            problems.append(
+                _BUILD_FAILED.format(
+                    path=_shown(path), cls=name, error=f"{type(error).__name__}: {error}"
+                )
+            )
+            return None
     else:
         try:
             twin = _BUILDERS[name](nn, m)

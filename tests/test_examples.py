@@ -24,6 +24,7 @@ FIGURES = {
     # A sample grid per epoch; the test below runs 3 epochs.
     "dcgan_digits": [f"dcgan_digits_epoch{e:03d}.png" for e in (1, 2, 3)]
     + ["dcgan_digits_losses.png"],
+    "char_transformer": ["char_transformer_curves.png"],
 }
 
 
@@ -231,3 +232,26 @@ def test_the_figure_check_catches_what_it_should():
         with pytest.raises(AssertionError, match=match):
             _check_figure(bad)
     plt.close("all")
+
+
+def test_char_transformer_example_runs_a_few_steps(capsys, tmp_path, saved_figures):
+    """A tiny model for 3 steps: corpus, jitted step with dropout keys and the schedule, held-out
+    loss, jitted sampling, the figure (the full run is in the README: ~2 minutes on a CPU)."""
+    example = _load("char_transformer")
+    history = example.main(
+        steps=3,
+        batch_size=4,
+        block=8,
+        d_model=8,
+        nhead=2,
+        layers=1,
+        eval_every=3,
+        eval_batches=1,
+        sample_chars=5,
+        out=str(tmp_path),
+    )
+    out = capsys.readouterr().out
+    assert out.count("--- sample") == 2
+    assert history["eval_step"] == [0, 3] and len(history["train_loss"]) == 3
+    assert all(np.isfinite(history["heldout_loss"]))
+    _assert_pngs(tmp_path, "char_transformer", saved_figures)
