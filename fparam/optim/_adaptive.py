@@ -40,6 +40,8 @@ from fparam.optim.optimizer import (
     ParamGroup,
     _check_hyperparameter,
     _scalar,
+    nonzero,
+    one_minus,
     zeros_like_param,
 )
 from fparam.optim.sgd import (
@@ -61,13 +63,16 @@ __all__ = ["AdaptiveOptimizer", "bias_correction", "check_options", "lerp"]
 # ------------------------------------------------------------------------------- shared math
 
 
-def lerp(start: Any, end: Any, weight: Any) -> Any:
+def lerp(start: Any, end: Any, weight: Any, small: bool | None = None) -> Any:
     """torch's ``start.lerp_(end, weight)``: two formulas, chosen by ``|weight| < 0.5``.
 
-    A Python weight chooses in Python; a traced one elementwise.
+    A Python weight chooses in Python, and so does ``small`` (the choice known from the
+    host value, see ``Optimizer._facts``); otherwise elementwise.
     """
     if isinstance(weight, int | float):
-        if abs(weight) < 0.5:
+        small = abs(weight) < 0.5
+    if small is not None:
+        if small:
             return start + weight * (end - start)
         return end - (end - start) * (1 - weight)
     small = start + weight * (end - start)
@@ -85,12 +90,24 @@ def bias_correction(one_minus_beta: Any, step: Any) -> Any:
 
 
 def decay_weights(param: Any, grad: Any, group: ParamGroup, decoupled: bool) -> tuple[Any, Any]:
-    """torch's weight decay: ``param *= 1 - lr * wd`` (decoupled, AdamW) or ``grad += wd * param``."""
+    """torch's weight decay: ``param *= 1 - lr * wd`` (decoupled, AdamW) or ``grad += wd * param``,
+    when ``weight_decay != 0``: decided in Python when the step knows (``group.facts``)."""
     weight_decay = _as_dtype(group["weight_decay"], param.dtype)
+    known = group.facts.get("weight_decay")
+    if known is False:
+        return param, grad
     if decoupled:
         lr = _as_dtype(group["lr"], param.dtype)
-        return _select(weight_decay, lambda: param * (1 - lr * weight_decay), param), grad
-    return param, _select(weight_decay, lambda: grad + weight_decay * param, grad)
+        decayed = lambda: param * (1 - lr * weight_decay)  # noqa: E731
+        return (decayed() if known else _select(weight_decay, decayed, param)), grad
+    added = lambda: grad + weight_decay * param  # noqa: E731
+    return param, added() if known else _select(weight_decay, added, grad)
+
+
+def first_moment(exp_avg: Any, grad: Any, group: ParamGroup, dtype: Any) -> Any:
+    """``exp_avg.lerp_(grad, 1 - beta1)`` as torch (its formula known from ``group.facts``)."""
+    weight = _as_dtype(one_minus(group, "betas", 0), dtype)
+    return lerp(exp_avg, grad, weight, group.facts.get("betas"))
 
 
 def signed(grad: Any, group: ParamGroup) -> Any:
@@ -155,6 +172,7 @@ class AdaptiveOptimizer(Optimizer):
     """
 
     scalar_state: ClassVar[dict[str, float]] = {"step": 0.0}
+    branch_tests: ClassVar[dict[str, Callable[[Any], bool]]] = {"weight_decay": nonzero}
     # The state keys in torch's state_dict order (scalars and arrays), per subclass.
     state_order: ClassVar[tuple[str, ...]] = ()
 
@@ -304,7 +322,9 @@ class AdaptiveOptimizer(Optimizer):
         all_classes = list(self._classes)
         new_values: dict[int, Any] = {}
         names = list(self.scalar_state)[1:]
+        facts = self._facts()
         for gi, group in enumerate(self.param_groups):
+            group.facts = dict(zip(self.branch_tests, facts[gi]))
             handles = group["params"]
             stepped = np.asarray([p.uid in updates for p in handles], np.float64)
             if not stepped.any():

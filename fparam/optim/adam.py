@@ -13,10 +13,10 @@ from fparam.optim._adaptive import (
     bias_correction,
     check_options,
     decay_weights,
-    lerp,
+    first_moment,
     signed,
 )
-from fparam.optim.optimizer import ParamGroup, one_minus
+from fparam.optim.optimizer import ParamGroup, nonzero, one_minus, small_lerp_weight
 from fparam.optim.sgd import _as_dtype
 
 __all__ = ["Adam", "AdamW"]
@@ -50,6 +50,7 @@ class Adam(AdaptiveOptimizer):
 
     hyperparameters = ("lr", "betas", "eps", "weight_decay")
     tuple_hyperparameters = {"betas": 2}  # noqa: RUF012 - a class constant
+    branch_tests = {"weight_decay": nonzero, "betas": small_lerp_weight}  # noqa: RUF012
     state_order = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(
@@ -121,7 +122,7 @@ class Adam(AdaptiveOptimizer):
     ) -> tuple[Any, dict[str, Any]]:
         dt = param.dtype
         param, g = decay_weights(param, signed(grad, group), group, group["decoupled_weight_decay"])
-        exp_avg = lerp(state["exp_avg"], g, _as_dtype(one_minus(group, "betas", 0), dt))
+        exp_avg = first_moment(state["exp_avg"], g, group, dt)
         beta2, c2 = _as_dtype(group["betas"][1], dt), _as_dtype(one_minus(group, "betas", 1), dt)
         exp_avg_sq = state["exp_avg_sq"] * beta2 + c2 * g * g
         new = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}

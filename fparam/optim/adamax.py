@@ -11,10 +11,10 @@ from fparam.optim._adaptive import (
     bias_correction,
     check_options,
     decay_weights,
-    lerp,
+    first_moment,
     signed,
 )
-from fparam.optim.optimizer import ParamGroup, one_minus
+from fparam.optim.optimizer import ParamGroup, nonzero, one_minus, small_lerp_weight
 from fparam.optim.sgd import _as_dtype
 
 __all__ = ["Adamax"]
@@ -39,6 +39,7 @@ class Adamax(AdaptiveOptimizer):
 
     hyperparameters = ("lr", "betas", "eps", "weight_decay")
     tuple_hyperparameters = {"betas": 2}  # noqa: RUF012 - a class constant
+    branch_tests = {"weight_decay": nonzero, "betas": small_lerp_weight}  # noqa: RUF012
     state_order = ("step", "exp_avg", "exp_inf")
 
     def __init__(
@@ -86,7 +87,7 @@ class Adamax(AdaptiveOptimizer):
     ) -> tuple[Any, dict[str, Any]]:
         dt = param.dtype
         param, g = decay_weights(param, signed(grad, group), group, False)
-        exp_avg = lerp(state["exp_avg"], g, _as_dtype(one_minus(group, "betas", 0), dt))
+        exp_avg = first_moment(state["exp_avg"], g, group, dt)
         beta2, eps = _as_dtype(group["betas"][1], dt), _as_dtype(group["eps"], dt)
         exp_inf = jnp.maximum(state["exp_inf"] * beta2, jnp.abs(g) + eps)
         new_param = param + (-c["clr"]).astype(dt) * (exp_avg / exp_inf)

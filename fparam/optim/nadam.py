@@ -11,10 +11,10 @@ from fparam.optim._adaptive import (
     bias_correction,
     check_options,
     decay_weights,
-    lerp,
+    first_moment,
     signed,
 )
-from fparam.optim.optimizer import ParamGroup, one_minus
+from fparam.optim.optimizer import ParamGroup, nonzero, one_minus, small_lerp_weight
 from fparam.optim.sgd import _as_dtype
 
 __all__ = ["NAdam"]
@@ -46,6 +46,7 @@ class NAdam(AdaptiveOptimizer):
 
     hyperparameters = ("lr", "betas", "eps", "weight_decay", "momentum_decay")
     tuple_hyperparameters = {"betas": 2}  # noqa: RUF012 - a class constant
+    branch_tests = {"weight_decay": nonzero, "betas": small_lerp_weight}  # noqa: RUF012
     scalar_state = {"step": 0.0, "mu_product": 1.0}  # noqa: RUF012 - a class constant
     state_order = ("step", "mu_product", "exp_avg", "exp_avg_sq")
 
@@ -112,7 +113,7 @@ class NAdam(AdaptiveOptimizer):
     ) -> tuple[Any, dict[str, Any]]:
         dt = param.dtype
         param, g = decay_weights(param, signed(grad, group), group, group["decoupled_weight_decay"])
-        exp_avg = lerp(state["exp_avg"], g, _as_dtype(one_minus(group, "betas", 0), dt))
+        exp_avg = first_moment(state["exp_avg"], g, group, dt)
         beta2, c2 = _as_dtype(group["betas"][1], dt), _as_dtype(one_minus(group, "betas", 1), dt)
         exp_avg_sq = state["exp_avg_sq"] * beta2 + c2 * g * g
         denom = jnp.sqrt(exp_avg_sq / c["bc2"].astype(dt)) + _as_dtype(group["eps"], dt)

@@ -229,6 +229,8 @@ class ParamGroup(dict):
     lazy: tuple[Any, dict[str, Slot], int] | None = None
     packed_keys: frozenset[str] = frozenset()  # the keys the optimizer's structure packs
     written: frozenset[str] = frozenset()  # the keys set on this group object (not read back)
+    # The optimizer's branch outcomes for this group during a step (see Optimizer._facts).
+    facts: dict[str, bool | None] = {}  # noqa: RUF012 - replaced, never mutated
     # Inside a trace: what packing lost of each value read from the packed vector (one_minus).
     residuals: dict[str, Any] = {}  # noqa: RUF012 - replaced, never mutated
 
@@ -503,10 +505,11 @@ class Optimizer:
     hyperparameters: ClassVar[tuple[str, ...]] = ()
     # Hyperparameters that are tuples of numbers, with their length (Adam's betas: 2).
     tuple_hyperparameters: ClassVar[dict[str, int]] = {}
-    # Hyperparameters whose ``!= 0`` torch tests in Python (``if weight_decay != 0:``). Their
-    # values stay leaves, but whether each is zero is structure (``_facts``), so the compiled
-    # update has torch's branch instead of a select in every parameter's update.
-    branch_keys: ClassVar[tuple[str, ...]] = ()
+    # Hyperparameters torch tests in Python (``if weight_decay != 0:``; lerp's ``|weight| <
+    # 0.5``), with the test. Their values stay leaves, but each test's outcome is structure
+    # (``_facts``), so the compiled update has torch's branch instead of a select in every
+    # parameter's update.
+    branch_tests: ClassVar[dict[str, Callable[[Any], bool]]] = {}
 
     defaults: ParamGroup
     param_groups: list[ParamGroup]
@@ -698,7 +701,7 @@ class Optimizer:
                         break
                     values_changed |= g.values_changed
                 else:
-                    if values_changed and self.branch_keys and self._facts() != layout.facts:
+                    if values_changed and self.branch_tests and self._facts() != layout.facts:
                         pass  # a value crossed zero: a new structure (below)
                     else:
                         if values_changed:
@@ -727,18 +730,20 @@ class Optimizer:
         return layout
 
     def _facts(self) -> tuple[tuple[bool | None, ...], ...]:
-        """Per group, for each of ``branch_keys``: whether its value is nonzero (True, False),
-        or None when only the running program knows (a JAX array, or a value set inside a trace:
+        """Per group, for each of ``branch_tests``: its outcome on the value (True, False), or
+        None when only the running program knows (a JAX array, or a value set inside a trace:
         the update then selects at run time, as before).
 
-        Read without waiting for a device: a host number decides; a value not set since it
-        came out of the packed vector (a placeholder, or a traced read) keeps the fact it was
-        packed with. So a new value that crosses zero is a new structure (one new trace), any
-        other new value is not.
+        A host number or a JAX array set on the host decides; a value not set since it came out
+        of the packed vector (a placeholder, or a traced read) keeps the outcome it was packed
+        with, so a jitted loop never waits for the device here. A new value whose outcome
+        differs (weight decay from 0 to 0.1) is a new structure (one new trace); any other new
+        value is not.
         """
-        keys = self.branch_keys
-        if not keys:
+        tests = self.branch_tests
+        if not tests:
             return ()
+        keys = tuple(tests)
         previous = self.__dict__.get("_fp_facts", ())
         facts = []
         for gi, group in enumerate(self.param_groups):
@@ -746,8 +751,11 @@ class Optimizer:
             row: list[bool | None] = []
             for j, key in enumerate(keys):
                 value = dict.get(group, key, _LAZY)
-                if isinstance(value, _HOST_NUMBER):
-                    row.append(bool(np.asarray(value) != 0))
+                parts = value if isinstance(value, tuple) else (value,)
+                if all(isinstance(v, _HOST_NUMBER) for v in parts) or (
+                    key in group.written and not any(map(_is_tracer, parts))
+                ):  # a number, or a JAX array the user set (one scalar copy to the host)
+                    row.append(bool(tests[key](value)))
                 elif value is _LAZY or key not in group.written:
                     row.append(old[j])
                 else:
@@ -1266,6 +1274,16 @@ class Optimizer:
                 if key != "params":
                     text += f"    {key}: {_scalar(group[key])}\n"
         return text + ")"
+
+
+def nonzero(value: Any) -> bool:
+    """torch's ``if value != 0:`` on a host hyperparameter (a NaN is nonzero)."""
+    return bool(np.asarray(value) != 0)
+
+
+def small_lerp_weight(betas: Any) -> bool:
+    """Whether ``exp_avg.lerp_(grad, 1 - beta1)`` takes torch's small-weight formula."""
+    return bool(abs(1 - np.float64(np.asarray(betas[0]))) < 0.5)
 
 
 def _place_key(handle: Parameter) -> Any:

@@ -23,6 +23,7 @@ from fparam.optim.optimizer import (
     ParamGroup,
     _check_hyperparameter,
     _scalar,
+    nonzero,
     zeros_like_param,
 )
 
@@ -231,7 +232,7 @@ class SGD(Optimizer):
     """
 
     hyperparameters = ("lr", "momentum", "dampening", "weight_decay")
-    branch_keys = ("momentum", "dampening", "weight_decay")
+    branch_tests = {"momentum": nonzero, "dampening": nonzero, "weight_decay": nonzero}  # noqa: RUF012
 
     def __init__(
         self,
@@ -380,7 +381,7 @@ class SGD(Optimizer):
         classes = dict(self._classes)
         facts = self._facts()
         for gi, group in enumerate(self.param_groups):
-            nonzero = dict(zip(self.branch_keys, facts[gi]))
+            known = dict(zip(self.branch_tests, facts[gi]))
             has_buffers = gi in initialized
             handles = group["params"]
             stepped = np.asarray([p.uid in updates for p in handles], bool)
@@ -396,12 +397,12 @@ class SGD(Optimizer):
                     buf = momentum_buffers[handle.uid]
                     first = ~flags[classes[gi][pi]]
                 new_values[handle.uid], new_buf = _single_tensor_sgd(
-                    param, grad, buf, first, group, self.hyperparameters, nonzero
+                    param, grad, buf, first, group, self.hyperparameters, known
                 )
                 if has_buffers:
                     momentum_buffers[handle.uid] = new_buf
-            if has_buffers and stepped.any() and nonzero["momentum"] is not False:
-                momentum = 1 if nonzero["momentum"] else group["momentum"]
+            if has_buffers and stepped.any() and known["momentum"] is not False:
+                momentum = 1 if known["momentum"] else group["momentum"]
                 now = _select(
                     momentum, partial(jnp.asarray, row_stepped), np.zeros_like(row_stepped)
                 )

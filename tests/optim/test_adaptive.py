@@ -405,7 +405,8 @@ def run_loop(m: Any, opt: Any, calls: int, between: Callable[[int, Any], Any]) -
 
 def test_new_lrs_betas_and_loads_never_recompile() -> None:
     m, t = make_pair()
-    opt, topt = build("Adam", {"amsgrad": True}, m, t)
+    # Weight decay starts nonzero: from 0 to nonzero is torch's Python branch, structure.
+    opt, topt = build("Adam", {"amsgrad": True, "weight_decay": 0.05}, m, t)
     train(None, None, t, topt, 2, seed=13, none=False)  # its parameters step together
 
     def between(i: int, opt: Any) -> Any:
@@ -599,3 +600,39 @@ def test_parameters_that_step_together_share_one_row_of_scalars() -> None:
     m, opt = train_step(m, opt, grads_tree(m, random_grads(rng, 7)))
     m, fresh = train_step(m, fresh, grads_tree(m, random_grads(rng, 8)))
     assert traces == 3
+
+
+def test_branch_outcomes_follow_every_kind_of_value() -> None:
+    """torch decides ``weight_decay != 0`` and lerp's ``|1 - beta1| < 0.5`` in Python; fparam
+    makes the outcome structure for host values and JAX arrays set on the host, and selects
+    at run time for values set inside the jitted step. Every route equals torch."""
+    m, t = make_pair()
+    opt, topt = build("AdamW", {"betas": (0.3, 0.99), "weight_decay": 0.0}, m, t)
+
+    @jax.jit
+    def step(m: Any, opt: Any, g: Any, beta1: Any) -> Any:
+        if beta1 is not None:  # a schedule's value, set inside the trace
+            for group in opt.param_groups:
+                group["betas"] = (beta1, group["betas"][1])
+        return opt.step(m, g)
+
+    rng = np.random.default_rng(22)
+    settings: dict[int, dict[str, Any]] = {
+        2: {"weight_decay": 0.1, "betas": (0.9, 0.999)},
+        4: {"weight_decay": jnp.asarray(0.0), "betas": (jnp.asarray(0.2), jnp.asarray(0.9))},
+        6: {"weight_decay": 0.02},
+    }
+    for i in range(10):
+        for key, value in settings.get(i, {}).items():
+            for group, tgroup in zip(opt.param_groups, topt.param_groups):
+                group[key] = value
+                tgroup[key] = tuple(map(float, value)) if key == "betas" else float(value)
+        beta1 = 0.7 if i >= 8 else None  # crosses lerp's 0.5 inside the step
+        if beta1 is not None:
+            for tgroup in topt.param_groups:
+                tgroup["betas"] = (beta1, tgroup["betas"][1])
+        g = random_grads(rng, i)
+        set_torch_grads(t, g)
+        topt.step()
+        m, opt = step(m, opt, grads_tree(m, g), None if beta1 is None else jnp.float32(beta1))
+        assert_same(m, opt, t, topt, f"step {i}", groups=False)
