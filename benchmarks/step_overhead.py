@@ -16,7 +16,7 @@ at top level after every step, as a torch loop that logs or schedules per batch 
 
 ``--compile`` times the first call instead: trace, lowering and XLA compile of the SGD and Adam
 train steps of (b) and of benchmarks/conv.py's CNN, against the same updates in raw JAX (and
-optax's Adam), in CPU seconds, best of 5 fresh runs (``--repeats`` sets how many).
+optax's Adam), in CPU seconds, best of 7 fresh runs, interleaved (``--repeats`` sets how many).
 
 Run: ``python benchmarks/step_overhead.py [--steps 200] [--repeats 15] [--host-lr] [--compile]``
 """
@@ -218,20 +218,28 @@ def torch_runner(w: dict[str, Any]) -> Callable[[int], Any] | None:
 # --------------------------------------------------------------------------------- compile time
 
 
-def _stages(fn: Callable[..., Any], args: tuple[Any, ...], repeats: int) -> tuple[float, ...]:
-    """CPU seconds to trace, lower and XLA-compile ``jax.jit(fn)`` for ``args``: the fastest of
-    ``repeats`` fresh runs (caches cleared), so other processes on the machine count little."""
-    best: tuple[float, ...] = (float("inf"),) * 3
+def _stages(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[float, float, float]:
+    """CPU seconds to trace, lower and XLA-compile ``jax.jit(fn)`` for ``args`` (caches cleared)."""
+    jax.clear_caches()
+    start = time.process_time()
+    traced = jax.jit(fn).trace(*args)
+    traced_at = time.process_time()
+    lowered = traced.lower()
+    lowered_at = time.process_time()
+    lowered.compile()
+    return traced_at - start, lowered_at - traced_at, time.process_time() - lowered_at
+
+
+def _best_stages(
+    contenders: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]], repeats: int
+) -> dict[str, tuple[float, ...]]:
+    """Each contender's fastest of ``repeats`` fresh first calls, the contenders interleaved
+    (a, b, c, a, b, c, ...) so that other work on the machine hits them alike."""
+    best: dict[str, tuple[float, ...]] = {}
     for _ in range(repeats):
-        jax.clear_caches()
-        start = time.process_time()
-        traced = jax.jit(fn).trace(*args)
-        traced_at = time.process_time()
-        lowered = traced.lower()
-        lowered_at = time.process_time()
-        lowered.compile()
-        times = (traced_at - start, lowered_at - traced_at, time.process_time() - lowered_at)
-        best = min(best, times, key=sum)
+        for name, (fn, args) in contenders.items():
+            times = _stages(fn, args)
+            best[name] = min(best.get(name, (float("inf"),) * 3), times, key=sum)
     return best
 
 
@@ -284,22 +292,19 @@ def compile_times(w: dict[str, Any], repeats: int) -> dict[str, tuple[float, ...
     zeros = jax.tree.map(jnp.zeros_like, params)
     f32 = jnp.float32
     hyper = (f32(LR), f32(0.9), f32(0.999), f32(1e-8))
-    times = {
-        "fparam SGD": _stages(
+    contenders: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {
+        "fparam SGD": (
             fparam_step,
             (model, optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM), x, y),
-            repeats,
         ),
-        "raw JAX SGD": _stages(raw_sgd, (params, zeros, f32(LR), f32(MOMENTUM), x, y), repeats),
-        "fparam Adam": _stages(
-            fparam_step, (model, optim.Adam(model.parameters(), lr=LR), x, y), repeats
-        ),
-        "raw JAX Adam": _stages(raw_adam, (params, zeros, zeros, f32(0), hyper, x, y), repeats),
+        "raw JAX SGD": (raw_sgd, (params, zeros, f32(LR), f32(MOMENTUM), x, y)),
+        "fparam Adam": (fparam_step, (model, optim.Adam(model.parameters(), lr=LR), x, y)),
+        "raw JAX Adam": (raw_adam, (params, zeros, zeros, f32(0), hyper, x, y)),
     }
     try:
         import optax
     except ImportError:
-        return times
+        return _best_stages(contenders, repeats)
     tx = optax.adam(LR)
 
     def optax_adam(params: Any, state: Any, x: jax.Array, y: jax.Array) -> Any:
@@ -307,8 +312,8 @@ def compile_times(w: dict[str, Any], repeats: int) -> dict[str, tuple[float, ...
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
 
-    times["optax Adam"] = _stages(optax_adam, (params, tx.init(params), x, y), repeats)
-    return times
+    contenders["optax Adam"] = (optax_adam, (params, tx.init(params), x, y))
+    return _best_stages(contenders, repeats)
 
 
 def print_compile_times(repeats: int = 3) -> None:
@@ -359,6 +364,6 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     if args.compile:
-        print_compile_times(args.repeats if args.repeats != 15 else 5)
+        print_compile_times(args.repeats if args.repeats != 15 else 7)
     else:
         main(args.steps, args.repeats, args.host_lr)
