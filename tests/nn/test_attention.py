@@ -146,13 +146,18 @@ def test_sdpa_matches_torch_on_both_paths(index: int, monkeypatch: pytest.Monkey
                 q, k, v, m, 0.0, c["causal"], scale, c["gqa"], None
             ),
             lambda q, k, v, m: F.scaled_dot_product_attention(
-                q, k, v, m, is_causal=c["causal"], scale=c["scale"], enable_gqa=c["gqa"]
+                q, k, v, m, is_causal=c["causal"], scale=c["scale"], enable_gqa=c["gqa"],
+                implementation="xla",
             ),
         ],
         q, k, v, cot, mask,
     )  # fmt: skip
-    # The fused path runs whenever the call allows it (see fparam.nn.functional.attention).
+    # The fused path runs whenever the call allows it (see fparam.nn.functional.attention);
+    # with implementation=None, not on the CPU, where the explicit path is faster.
     assert bool(calls) == (c["Ev"] == c["E"])
+    calls.clear()
+    default = _jit(lambda q: F.scaled_dot_product_attention(q, q, q))(q)
+    assert not calls and default.shape == q.shape
     for got in (explicit, public):
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, **TOL)

@@ -6,7 +6,10 @@ Which computation runs (``scaled_dot_product_attention``)
 * **Fused path**, ``jax.nn.dot_product_attention``: taken when the call has no dropout
   (``dropout_p == 0``), the value's head size equals the key's (JAX's function needs
   ``value.shape == key.shape``), key and value have the same number of heads, and the inputs
-  are float32/float64 or an ``implementation`` is named (see half precision below). Leading batch
+  are float32/float64 or an ``implementation`` is named (see half precision below), and, with
+  ``implementation=None``, the default backend is not the CPU (XLA has no fused attention there,
+  and JAX's function measured slower than the explicit path in a Transformer layer's train step:
+  benchmarks/transformer_step.py; ``implementation='xla'`` still takes it). Leading batch
   dims are broadcast and flattened into JAX's single batch axis, heads become JAX's ``N`` axis
   (``enable_gqa``, and a single key/value head broadcast over the query heads, map to JAX's
   grouped-query attention: query head ``n`` reads key/value head ``n // (Hq // Hk)``, which is
@@ -306,6 +309,7 @@ def scaled_dot_product_attention(
         and E > 0
         and S > 0
         and (implementation is not None or jnp.finfo(q.dtype).bits >= 32)
+        and (implementation is not None or jax.default_backend() != "cpu")
     )
     if not fused:
         if implementation == "cudnn":
