@@ -1,6 +1,6 @@
 """fparam: PyTorch's nn.Parameter / nn.Module programming model, rebuilt functionally on JAX."""
 
-from fparam import nn, optim
+from fparam import distributed, nn, optim
 from fparam._grad import grad, stateful, value_and_grad
 from fparam._module import Buffer, Module, Parameter
 from fparam._random import RandomnessError, manual_seed, next_key, rng
@@ -14,6 +14,7 @@ __all__ = [
     "Module",
     "Parameter",
     "RandomnessError",
+    "distributed",
     "from_torch",
     "grad",
     "load",

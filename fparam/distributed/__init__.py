@@ -9,3 +9,43 @@ parallel styles, or by per-parameter annotations) and keeps it through everythin
 from __future__ import annotations
 
 __all__: list[str] = []
+
+from fparam.distributed.placement import (
+    Logical,
+    Placement,
+    Replicate,
+    Rule,
+    ShardFirstDivisible,
+    distribute,
+    fully_shard,
+    partition_specs,
+    plan_shardings,
+    sharded_init,
+    shardings,
+)
+from fparam.distributed.tensor_parallel import (
+    ColwiseParallel,
+    HeadwiseParallel,
+    ParallelStyle,
+    RowwiseParallel,
+    parallelize_module,
+)
+
+__all__ += [
+    "ColwiseParallel",
+    "HeadwiseParallel",
+    "Logical",
+    "ParallelStyle",
+    "Placement",
+    "Replicate",
+    "RowwiseParallel",
+    "Rule",
+    "ShardFirstDivisible",
+    "distribute",
+    "fully_shard",
+    "parallelize_module",
+    "partition_specs",
+    "plan_shardings",
+    "sharded_init",
+    "shardings",
+]

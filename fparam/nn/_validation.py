@@ -211,6 +211,26 @@ def resolve_device(owner: str, device: Any) -> Any:
     return devices[index]
 
 
+def place(array: jax.Array, device: Any) -> jax.Array:
+    """``array`` on ``device`` (a resolved device or sharding; ``None``: where it is).
+
+    One ``device=`` serves all of a layer's arrays, as in torch, so a ``NamedSharding`` whose
+    spec is longer than an array's rank applies its leading entries to it: with
+    ``P('model', None)`` a ``Linear``'s weight is split by rows and its bias likewise, with
+    ``P(None, 'model')`` the weight by columns and the bias replicated (the bias follows the
+    weight's output dimension in every torch layer).
+    """
+    if device is None:
+        return array
+    if isinstance(device, jax.sharding.NamedSharding) and len(device.spec) > array.ndim:
+        device = jax.sharding.NamedSharding(
+            device.mesh,
+            jax.sharding.PartitionSpec(*device.spec[: array.ndim]),
+            memory_kind=device.memory_kind,
+        )
+    return jax.device_put(array, device)
+
+
 def check_key(owner: str, key: Any) -> Any:
     """``None`` or a JAX key: a typed key (``jax.random.key``) or a legacy ``uint32[2]``
     ``PRNGKey``, traced or not; or a ``fparam._random.HostKey`` (what ``split_key`` hands out

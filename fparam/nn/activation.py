@@ -409,7 +409,7 @@ class PReLU(Module):
         self.num_parameters = num_parameters
         self.init = init
         weight = _init.constant_(jax.ShapeDtypeStruct((num_parameters,), dtype), init)
-        self.weight = Parameter(weight if device is None else jax.device_put(weight, device))
+        self.weight = Parameter(V.place(weight, device))
 
     def reset_parameters(self) -> None:
         """Fill ``weight`` with ``init`` again (in place; it keeps its device)."""

@@ -29,10 +29,6 @@ _SIZES = (
 _DIVISIBLE = "embed_dim must be divisible by num_heads"
 
 
-def _place(array: jax.Array, device: Any) -> jax.Array:
-    return array if device is None else jax.device_put(array, device)
-
-
 class NonDynamicallyQuantizableLinear(Linear):
     """``torch.nn.modules.linear.NonDynamicallyQuantizableLinear``: a ``Linear`` under another
     class name (torch uses it for ``MultiheadAttention.out_proj``; the name shows in reprs)."""
@@ -112,14 +108,14 @@ class MultiheadAttention(Module):
         # Registration order is torch's: it fixes named_parameters() and state_dict() order.
         if not self._qkv_same_embed_dim:
             for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
-                setattr(self, name, Parameter(_place(values[name], device)))
+                setattr(self, name, Parameter(V.place(values[name], device)))
             self.register_parameter("in_proj_weight", None)
         else:
-            self.in_proj_weight = Parameter(_place(values["in_proj_weight"], device))
+            self.in_proj_weight = Parameter(V.place(values["in_proj_weight"], device))
             for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
                 self.register_parameter(name, None)
         if bias:
-            self.in_proj_bias = Parameter(_place(values["in_proj_bias"], device))
+            self.in_proj_bias = Parameter(V.place(values["in_proj_bias"], device))
         else:
             self.register_parameter("in_proj_bias", None)
         self.out_proj = NonDynamicallyQuantizableLinear(
@@ -130,8 +126,8 @@ class MultiheadAttention(Module):
         self.bias_k: Parameter | None
         self.bias_v: Parameter | None
         if add_bias_kv:
-            self.bias_k = Parameter(_place(values["bias_k"], device))
-            self.bias_v = Parameter(_place(values["bias_v"], device))
+            self.bias_k = Parameter(V.place(values["bias_k"], device))
+            self.bias_v = Parameter(V.place(values["bias_v"], device))
         else:
             self.bias_k = None
             self.bias_v = None

@@ -91,10 +91,6 @@ def _ntuple(value: Any, n: int) -> tuple[Any, ...]:
     return (value,) * n
 
 
-def _place(array: jax.Array, device: Any) -> jax.Array:
-    return array if device is None else jax.device_put(array, device)
-
-
 class _ConvNd(Module):
     """Base of the convolution layers, like torch's ``_ConvNd`` (same arguments, normalised).
 
@@ -202,9 +198,9 @@ class _ConvNd(Module):
         if bias:
             shapes["bias"] = (self.out_channels,)
         values = self._initial_values(key, shapes, dtype)
-        self.weight = Parameter(_place(values["weight"], device))
+        self.weight = Parameter(V.place(values["weight"], device))
         if bias:
-            self.bias = Parameter(_place(values["bias"], device))
+            self.bias = Parameter(V.place(values["bias"], device))
         else:
             self.register_parameter("bias", None)
 

@@ -16,10 +16,6 @@ from fparam.nn import init
 __all__ = ["Bilinear", "Identity", "Linear"]
 
 
-def _place(array: jax.Array, device: Any) -> jax.Array:
-    return array if device is None else jax.device_put(array, device)
-
-
 class Identity(Module):
     """Returns its input unchanged; accepts and ignores any constructor arguments (as torch)."""
 
@@ -72,9 +68,9 @@ class Linear(Module):
         if bias:
             shapes["bias"] = (out_features,)
         values = self._initial_values(key, shapes, dtype)
-        self.weight = Parameter(_place(values["weight"], device))
+        self.weight = Parameter(V.place(values["weight"], device))
         if bias:
-            self.bias = Parameter(_place(values["bias"], device))
+            self.bias = Parameter(V.place(values["bias"], device))
         else:
             self.register_parameter("bias", None)
 
@@ -165,9 +161,9 @@ class Bilinear(Module):
         if bias:
             shapes["bias"] = (out_features,)
         values = self._initial_values(key, shapes, dtype)
-        self.weight = Parameter(_place(values["weight"], device))
+        self.weight = Parameter(V.place(values["weight"], device))
         if bias:
-            self.bias = Parameter(_place(values["bias"], device))
+            self.bias = Parameter(V.place(values["bias"], device))
         else:
             self.register_parameter("bias", None)
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from fparam._module import Module, Parameter
+from fparam.nn import _validation as V
 from fparam.nn import functional as F
 from fparam.nn import init
 
@@ -46,17 +47,13 @@ _INSTANCE_CHANNELS_WARNING = (
 _GROUPS_DIVIDE = "num_channels ({channels}) must be divisible by num_groups ({groups})"
 
 
-def _place(array: jax.Array, device: Any) -> jax.Array:
-    return array if device is None else jax.device_put(array, device)
-
-
 def _register_affine(
     module: Module, shape: tuple[int, ...], weight: bool, bias: bool, dtype: Any, device: Any
 ) -> None:
     """torch's affine pair of the norm layers: ``weight`` (ones) and ``bias`` (zeros) of
     ``shape``, each registered as ``None`` when absent."""
-    ones = Parameter(_place(init.ones_(shape, dtype=dtype), device)) if weight else None
-    zeros = Parameter(_place(init.zeros_(shape, dtype=dtype), device)) if weight and bias else None
+    ones = Parameter(V.place(init.ones_(shape, dtype=dtype), device)) if weight else None
+    zeros = Parameter(V.place(init.zeros_(shape, dtype=dtype), device)) if weight and bias else None
     module.register_parameter("weight", ones)
     module.register_parameter("bias", zeros)
 
@@ -108,13 +105,13 @@ class _NormBase(Module):
         _register_affine(self, (num_features,), affine, bias, dtype, device)
         if track_running_stats:
             self.register_buffer(
-                "running_mean", _place(init.zeros_((num_features,), dtype=dtype), device)
+                "running_mean", V.place(init.zeros_((num_features,), dtype=dtype), device)
             )
             self.register_buffer(
-                "running_var", _place(init.ones_((num_features,), dtype=dtype), device)
+                "running_var", V.place(init.ones_((num_features,), dtype=dtype), device)
             )
             self.register_buffer(
-                "num_batches_tracked", _place(init.zeros_((), dtype=_count_dtype()), device)
+                "num_batches_tracked", V.place(init.zeros_((), dtype=_count_dtype()), device)
             )
         else:
             self.register_buffer("running_mean", None)
@@ -427,7 +424,7 @@ class RMSNorm(Module):
         self.elementwise_affine = elementwise_affine
         dtype = jnp.float32 if dtype is None else dtype
         if elementwise_affine:
-            self.weight = Parameter(_place(init.ones_(self.normalized_shape, dtype=dtype), device))
+            self.weight = Parameter(V.place(init.ones_(self.normalized_shape, dtype=dtype), device))
         else:
             self.register_parameter("weight", None)
 

@@ -104,10 +104,6 @@ _CELL_NONLINEARITY = "Unknown nonlinearity: {value}"
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
-def _place(array: jax.Array, device: Any) -> jax.Array:
-    return array if device is None else jax.device_put(array, device)
-
-
 def _as_array(owner: str, name: str, value: Any) -> jax.Array:
     if isinstance(value, jax.Array):
         return value
@@ -256,7 +252,7 @@ class RNNBase(Module):
         self._all_weights = all_weights
         values = _uniform_values(key, shapes, hidden_size, dtype)
         for param_name, array in values.items():
-            setattr(self, param_name, Parameter(_place(array, device)))
+            setattr(self, param_name, Parameter(V.place(array, device)))
 
     # ---------------------------------------------------------------- torch's API
 
@@ -688,11 +684,11 @@ class RNNCellBase(Module):
             shapes["bias_ih"] = (num_chunks * hidden_size,)
             shapes["bias_hh"] = (num_chunks * hidden_size,)
         values = _uniform_values(key, shapes, hidden_size, dtype)
-        self.weight_ih = Parameter(_place(values["weight_ih"], device))
-        self.weight_hh = Parameter(_place(values["weight_hh"], device))
+        self.weight_ih = Parameter(V.place(values["weight_ih"], device))
+        self.weight_hh = Parameter(V.place(values["weight_hh"], device))
         if bias:
-            self.bias_ih = Parameter(_place(values["bias_ih"], device))
-            self.bias_hh = Parameter(_place(values["bias_hh"], device))
+            self.bias_ih = Parameter(V.place(values["bias_ih"], device))
+            self.bias_hh = Parameter(V.place(values["bias_hh"], device))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)

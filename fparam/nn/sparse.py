@@ -79,8 +79,7 @@ class _EmbeddingBase(Module):
             dtype = V.resolve_dtype(owner, dtype)
             device = V.resolve_device(owner, device)
             weight = _initial_weight(key, shape, dtype, self.padding_idx)
-            if device is not None:
-                weight = jax.device_put(weight, device)
+            weight = V.place(weight, device)
         else:
             weight = _given_weight(_weight, shape)
         self.weight = Parameter(weight, requires_grad=requires_grad)
