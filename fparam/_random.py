@@ -263,6 +263,19 @@ class _KeyStream:
 _stream = _KeyStream()
 
 
+def stream_position() -> tuple[int, int]:
+    """Where the default stream stands: ``(seed, counter)``."""
+    with _stream.lock:
+        return _stream.seed, _stream.counter
+
+
+def rewind_stream(position: tuple[int, int]) -> None:
+    """Put the default stream back at ``position`` (from `stream_position`), so that a
+    construction traced twice (abstractly, then for real) draws the same keys both times."""
+    with _stream.lock:
+        _stream.seed, _stream.counter = position
+
+
 def manual_seed(seed: int) -> None:
     """Reset the default key stream, like ``torch.manual_seed``, for every thread.
 

@@ -61,6 +61,10 @@ _NO_MATCH = (
     "plan pattern {pattern!r} matches no key of the model (a typo would silently leave those "
     "parameters replicated). The keys are: {keys}"
 )
+_SHADOWED = (
+    "plan pattern {pattern!r} is never used: the keys it matches ({keys}) are taken by the "
+    "earlier pattern {earlier!r} (first match wins: put the more specific pattern first)"
+)
 _BAD_PATTERN = "plan keys must be str patterns, got {type}: {pattern!r}"
 _BAD_PLACEMENT = (
     "plan entry {pattern!r}: expected a PartitionSpec, a fparam.distributed Rule or a callable "
@@ -305,7 +309,12 @@ def check_spec(
             raise ValueError(
                 _NOT_DIVISIBLE.format(dim=dim, size=shape[dim], axes=names, count=count, **fields)
             )
-    return spec
+    # One spelling per placement (P('data') rather than P('data', None, None)), as people
+    # write specs by hand, so specs compare equal to theirs.
+    entries = list(spec)
+    while entries and entries[-1] is None:
+        entries.pop()
+    return PartitionSpec(*entries)
 
 
 def _check_mesh(function: str, mesh: Any) -> None:
@@ -421,11 +430,18 @@ def _plan_specs(
                 break
         else:
             specs[key] = current if current is not None else PartitionSpec()
-    for (pattern, _, _), hit in zip(compiled, used):
-        if not hit:
-            keys = [key for key, *_ in arrays]
-            shown = ", ".join(keys[:40]) + (f", ... ({len(keys)} in all)" if len(keys) > 40 else "")
-            raise ValueError(_NO_MATCH.format(pattern=pattern, keys=shown))
+    for (pattern, regex, _), hit in zip(compiled, used):
+        if hit:
+            continue
+        keys = [key for key, *_ in arrays]
+        shadowed = [key for key in keys if regex.match(key)]
+        if shadowed:
+            earlier = next(p for p, r, _ in compiled if r.match(shadowed[0]))
+            raise ValueError(
+                _SHADOWED.format(pattern=pattern, keys=", ".join(shadowed[:10]), earlier=earlier)
+            )
+        shown = ", ".join(keys[:40]) + (f", ... ({len(keys)} in all)" if len(keys) > 40 else "")
+        raise ValueError(_NO_MATCH.format(pattern=pattern, keys=shown))
     return specs
 
 
@@ -538,30 +554,23 @@ def fully_shard(
     return module
 
 
-def sharded_init(
-    build: Callable[[], M],
-    mesh: Mesh,
-    plan: Mapping[str, Any] | None = None,
-    *,
-    key: jax.Array | None = None,
-) -> M:
+def sharded_init(build: Callable[[], M], mesh: Mesh, plan: Mapping[str, Any] | None = None) -> M:
     """Construct a model directly in its sharded placement, never whole on one device.
 
     ``build`` (a constructor call, ``lambda: Net(10)``) is first traced abstractly
     (``jax.eval_shape``) to learn the arrays' shapes and the plan's placement, then run inside
     one ``jit`` whose outputs carry those shardings: each device draws only its own slices
     (JAX's partitionable random numbers), so a model larger than one device's memory can be
-    built. The initialisation follows torch's distributions, but the values are drawn by
-    ``jax.random`` inside the trace and differ from an eager construction's with the same seed
-    (as a GPU-initialised torch model differs from a CPU-initialised one); load a checkpoint to
+    built. The draws follow torch's distributions and fparam's default stream
+    (``fparam.manual_seed(s)`` before the call makes it repeatable), but they are made by
+    ``jax.random`` inside the trace, so the values differ from an eager construction's (as a
+    GPU-initialised torch model differs from a CPU-initialised one): load a checkpoint to
     reproduce exact values.
 
     Arguments:
         build: a function of no arguments returning the module.
         mesh: the mesh.
         plan: as for :func:`distribute`.
-        key: the key to initialise from; default: the next key of fparam's stream
-            (``fparam.manual_seed``).
 
     Returns:
         The placed module.
@@ -569,17 +578,12 @@ def sharded_init(
     from fparam import _random
 
     _check_mesh("sharded_init", mesh)
-    if key is None:
-        key = _random.as_jax_key(_random.init_key())
-
-    def scoped() -> M:
-        with _random.rng(key):
-            return build()
-
-    abstract = jax.eval_shape(scoped)
+    start = _random.stream_position()
+    abstract = jax.eval_shape(build)
     _check_module("sharded_init", abstract)
     tree = plan_shardings(abstract, mesh, plan)
-    return jax.jit(scoped, out_shardings=tree)()
+    _random.rewind_stream(start)
+    return jax.jit(build, out_shardings=tree)()
 
 
 def shardings(tree: Any) -> Any:
