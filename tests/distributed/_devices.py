@@ -23,16 +23,25 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 """
 
 
-def environment(devices: int) -> dict[str, str]:
-    """The child's environment: ``devices`` CPU devices, this checkout importable."""
+# XLA's cheapest CPU compilation: what these tests check (values, shardings, structure) does
+# not depend on how fast the compiled code runs, and compiling dominates their time.
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+
+
+def environment(devices: int, *, fast_compile: bool = True) -> dict[str, str]:
+    """The child's environment: ``devices`` CPU devices, this checkout importable, and (unless
+    ``fast_compile`` is false) XLA's cheapest compilation."""
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    flags = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = f"{flags} {FAST_COMPILE}" if fast_compile else flags
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 
-def run_script(source: str, *, devices: int = 8, timeout: float = 600) -> str:
+def run_script(
+    source: str, *, devices: int = 8, timeout: float = 600, fast_compile: bool = True
+) -> str:
     """Run ``source`` (dedented) in a child with ``devices`` CPU devices; return its stdout.
 
     A failure in the child fails the test with the child's stderr, so an assertion inside the
@@ -44,7 +53,7 @@ def run_script(source: str, *, devices: int = 8, timeout: float = 600) -> str:
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=environment(devices),
+        env=environment(devices, fast_compile=fast_compile),
         cwd=ROOT,
     )
     if result.returncode != 0:

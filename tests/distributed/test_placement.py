@@ -273,6 +273,57 @@ assert specs(stepped) == specs(mha)
 for path, leaf in jax.tree_util.tree_flatten_with_path(adam)[0][1:]:
     assert leaf.sharding.mesh == mesh, path
 print("heads ok")
+
+# --- sharding and spec trees drive jit(in/out_shardings, donation) and shard_map
+data = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+crit = nn.CrossEntropyLoss()
+x = jax.random.normal(jax.random.key(0), (16, 4))
+y = jnp.arange(16) % 3
+def fresh():
+    fparam.manual_seed(5)
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    return m, optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+def spmd(m, opt, x, y):
+    loss, g = fparam.value_and_grad(lambda m: crit(m(x), y))(m)
+    m, opt = opt.step(m, g)
+    return m, opt, loss
+ref, ref_opt = fresh()
+for _ in range(2):
+    ref, ref_opt, ref_loss = jax.jit(spmd)(ref, ref_opt, x, y)
+m, opt = fresh()
+dist.distribute(m, data, {"0.weight": dist.ShardFirstDivisible("data")})
+opt = optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+trees = dist.shardings((m, opt))
+batch = NamedSharding(data, P("data"))
+step = jax.jit(spmd, in_shardings=(*trees, batch, batch),
+               out_shardings=(*trees, NamedSharding(data, P())), donate_argnums=(0, 1))
+for _ in range(2):
+    m, opt, loss = step(m, opt, x, y)
+def local(m, opt, x, y):
+    # replicated parameters' gradients are summed over the axis by shard_map's transpose,
+    # so the loss is averaged first, as in any shard_map data-parallel step
+    loss, g = fparam.value_and_grad(lambda m: jax.lax.pmean(crit(m(x), y), "data"))(m)
+    m, opt = opt.step(m, g)
+    return m, opt, loss
+sm, sm_opt = fresh()
+dist.distribute(sm, data)
+sm_opt = optim.SGD(sm.parameters(), lr=0.1, momentum=0.9)
+specs_in = (dist.partition_specs(sm), dist.partition_specs(sm_opt))
+assert specs_in[0][0].weight == P() and jax.tree.structure(specs_in[0]) == jax.tree.structure(sm)
+sm_step = jax.jit(jax.shard_map(local, mesh=data, in_specs=(*specs_in, P("data"), P("data")),
+                                out_specs=(*specs_in, P())))
+for _ in range(2):
+    sm, sm_opt, sm_loss = sm_step(sm, sm_opt, x, y)
+for got, got_opt in ((m, opt), (sm, sm_opt)):
+    for k, v in ref.state_dict().items():
+        np.testing.assert_allclose(np.asarray(got.state_dict()[k]), np.asarray(v), rtol=1e-6, atol=1e-7, err_msg=k)
+    for a, b in zip(jax.tree.leaves(got_opt), jax.tree.leaves(ref_opt)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+assert jax.tree.leaves(dist.shardings(m)) == jax.tree.leaves(trees[0])
+assert m[0].weight.sharding.spec == P("data")
+np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
+np.testing.assert_allclose(float(sm_loss), float(ref_loss), rtol=1e-6)
+print("trees ok")
 """
 
 
@@ -286,4 +337,5 @@ def test_placement_on_eight_devices() -> None:
         "logical ok",
         "init ok",
         "heads ok",
+        "trees ok",
     ], out
