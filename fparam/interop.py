@@ -388,6 +388,7 @@ _COMPOSITE_BUILDERS: dict[str, Callable[[Any, Any, dict[str, Module | None]], Mo
         _first_layer(c), m.num_layers, norm=_stack_norm(m, c)
     ),
     "Transformer": _build_transformer,
+    "DataParallel": lambda nn, m, c: nn.DataParallel(c["module"], dim=getattr(m, "dim", 0)),
 }
 
 # Attention. MultiheadAttention builds its own out_proj child (_convert registers built
@@ -512,7 +513,7 @@ _INTO_CONFIG = "{path} ({cls}): configurations differ: torch {src}, fparam {dst}
 
 
 def _is_torch_builtin(m: Any) -> bool:
-    return type(m).__module__.startswith("torch.nn.modules")
+    return type(m).__module__.startswith(("torch.nn.modules", "torch.nn.parallel"))
 
 
 def _join(prefix: str, name: str) -> str:

@@ -2,7 +2,7 @@
 
 from fparam import _torch_names
 from fparam._module import Buffer, Module, Parameter, StaticArrayWarning
-from fparam.nn import functional, init, utils
+from fparam.nn import functional, init, parallel, utils
 from fparam.nn.activation import (
     CELU,
     ELU,
@@ -124,6 +124,7 @@ from fparam.nn.padding import (
     ZeroPad2d,
     ZeroPad3d,
 )
+from fparam.nn.parallel import DataParallel
 from fparam.nn.pixelshuffle import ChannelShuffle, PixelShuffle, PixelUnshuffle
 from fparam.nn.pooling import (
     AdaptiveAvgPool1d,
@@ -326,6 +327,8 @@ __all__ += [
 
 __all__ += ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"]
 __all__ += ["MultiheadAttention"]
+
+__all__ += ["DataParallel", "parallel"]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
 __getattr__ = _torch_names.missing_attribute_hook(__name__, "torch.nn", _torch_names.NN)
