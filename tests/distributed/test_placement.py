@@ -104,6 +104,11 @@ def test_plan_tree_has_the_models_structure_and_first_match_wins() -> None:
         "1.running_var": P("data"),
         "1.num_batches_tracked": P(),
     }
+    # a tree built from one instance places another of the same architecture
+    other = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6))
+    placed = jax.device_put(other, tree)
+    assert placed[0].weight.sharding == tree[0].weight
+    np.testing.assert_array_equal(np.asarray(placed[0].weight), np.asarray(other[0].weight))
     # abstract models (jax.eval_shape of a constructor) take a plan the same way
     abstract = jax.eval_shape(lambda: nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6)))
     assert jax.tree.leaves(dist.plan_shardings(abstract, mesh, {"0.weight": P(None, "data")}))[
