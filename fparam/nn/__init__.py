@@ -106,6 +106,7 @@ from fparam.nn.normalization import (
     LayerNorm,
     LocalResponseNorm,
     RMSNorm,
+    SyncBatchNorm,
 )
 from fparam.nn.padding import (
     CircularPad1d,
@@ -326,6 +327,7 @@ __all__ += [
 
 __all__ += ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"]
 __all__ += ["MultiheadAttention"]
+__all__ += ["SyncBatchNorm"]
 
 # Python calls this only for a name the module does not define: a torch name says "not yet".
 __getattr__ = _torch_names.missing_attribute_hook(__name__, "torch.nn", _torch_names.NN)
