@@ -62,8 +62,8 @@ _SYNC_NO_GROUP = (
     "jax.jit over a batch-sharded input no name is needed: the statistics are already global.)"
 )
 _SYNC_UNKNOWN_AXIS = (
-    "SyncBatchNorm's process_group={group!r} names no axis of the enclosing jax.shard_map "
-    "(manual mesh axes {axes}); pass the axis (or tuple of axes) the batch is split over"
+    "SyncBatchNorm's process_group={group!r} names an axis the enclosing jax.shard_map does "
+    "not have (manual mesh axes {axes}); pass the axis (or tuple of axes) the batch is split over"
 )
 
 

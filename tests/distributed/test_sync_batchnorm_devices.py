@@ -4,6 +4,8 @@
   mean a global one. A small CNN trained 3 steps through ``fparam.value_and_grad`` +
   ``opt.step`` equals one device: losses, parameters, running statistics, optimizer state.
   Each shard's samples have their own offset and scale, so per-shard statistics would not match.
+  (The CNN on an Auto mesh: Conv2d on Explicit axes is another part of issue #14; the
+  BatchNorm layer alone is also checked on an Explicit mesh.)
 - Inside ``jax.shard_map``: ``SyncBatchNorm(process_group='data')`` (``psum`` of the per-channel
   sums) gives the output, input and parameter gradients and running statistics of one-device
   BatchNorm on the global batch (which torch's SyncBatchNorm computes; checked against torch in
@@ -121,6 +123,27 @@ same_training(spmd, one, "SPMD BatchNorm2d")
 same_training(spmd_sync, one, "SPMD SyncBatchNorm")
 print("spmd", time.time() - T0)
 
+# On an Explicit mesh too (the default axis type of jax.make_mesh): one layer, output, gradients
+# and running statistics; the statistics come out replicated.
+explicit = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+xe = batches[0][0][:, :, :2]
+
+
+def layer_loss_step(m, x):
+    loss, grads = fparam.value_and_grad(lambda m: jnp.sum(m(x) ** 3))(m)
+    return m, loss, grads
+
+
+one_layer = jax.jit(layer_loss_step, compiler_options=FAST)(nn.BatchNorm2d(2), xe)
+with jax.set_mesh(explicit):
+    xs = jax.device_put(xe, NamedSharding(explicit, P("data")))
+    for make in (nn.BatchNorm2d, lambda c: nn.SyncBatchNorm(c, process_group="data")):
+        got = jax.jit(layer_loss_step, compiler_options=FAST)(make(2), xs)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(one_layer)):
+            close(a, b, "Explicit mesh")
+        assert got[0].running_var.sharding.spec == P(None)
+print("explicit", time.time() - T0)
+
 
 # --- 2. shard_map: the converted CNN trains as on one device --------------------------------------
 def local_step(m, opt, x, y):
@@ -213,7 +236,7 @@ def forward(m, x):
     return fparam.stateful(lambda m: m(x))(m)
 
 
-for group, match in ((None, "process_group='data'"), ("batch", "names no axis")):
+for group, match in ((None, "process_group='data'"), ("batch", "names an axis the enclosing")):
     f = jax.shard_map(forward, mesh=mesh, in_specs=(P(), P("data")), out_specs=P("data"))
     try:
         jax.eval_shape(f, nn.SyncBatchNorm(2, process_group=group), x)

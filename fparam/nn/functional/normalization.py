@@ -33,10 +33,10 @@ __all__ = [
     "rms_norm",
 ]
 
-# torch's messages (torch/nn/functional.py and ATen's Normalization.cpp, layer_norm.h, group_norm.cpp).
 # A mesh axis name, or a tuple of them, as `lax.psum` takes.
 AxisName = Hashable
 
+# torch's messages (torch/nn/functional.py and ATen's Normalization.cpp, layer_norm.h, group_norm.cpp).
 _BATCH_OF_ONE = "Expected more than 1 value per channel when training, got input size {size}"
 _SPATIAL_OF_ONE = "Expected more than 1 spatial element when training, got input size {size}"
 _EPS_TRAINING = "batch_norm eps must be positive during training, but got {eps}"
