@@ -23,7 +23,8 @@ import fparam
 from fparam import nn
 from tests.nn.test_normalization import _norm_options, _parity, _sample
 
-# Largest errors measured below: 4.8e-7 (outputs, statistics; values up to ~10).
+# Largest absolute errors measured below (values up to ~10): 9.5e-7 over the parity grid,
+# 4.8e-7 under the named vmap, 1.5e-6 for the converted model; TOL as the normalisation tests.
 TOL = {"rtol": 1e-5, "atol": 2e-5}
 FAST = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
