@@ -113,6 +113,9 @@ for _n in (1, 2, 3):
     _BUILDERS[f"BatchNorm{_n}d"] = _build_norm
     _BUILDERS[f"InstanceNorm{_n}d"] = _build_norm
     _BUILDERS[f"Dropout{_n}d"] = lambda nn, m: getattr(nn, type(m).__name__)(m.p, m.inplace)
+# torch's process group (a set of ranks) has no fparam counterpart: the twin gets None, which
+# outside jax.shard_map needs nothing more (convert_sync_batchnorm(twin, axis) names an axis).
+_BUILDERS["SyncBatchNorm"] = _build_norm
 _BUILDERS.update(
     {
         "GroupNorm": lambda nn, m: nn.GroupNorm(

@@ -299,7 +299,13 @@ def test_unsupported_classes_are_all_listed() -> None:
     model = tnn.Sequential(
         tnn.Linear(2, 2),
         _Custom(),
-        tnn.ModuleList([tnn.SyncBatchNorm(3), tnn.CrossMapLRN2d(3), tnn.SyncBatchNorm(3)]),
+        tnn.ModuleList(
+            [
+                tnn.AdaptiveLogSoftmaxWithLoss(4, 6, [2]),
+                tnn.CrossMapLRN2d(3),
+                tnn.AdaptiveLogSoftmaxWithLoss(4, 6, [2]),
+            ]
+        ),
         tnn.ModuleDict({"x": _MyLinear(2, 2)}),
     )
     with pytest.raises(TypeError) as info:
@@ -308,11 +314,11 @@ def test_unsupported_classes_are_all_listed() -> None:
     for name in (
         f"{__name__}._Custom",
         f"{__name__}._MyLinear",
-        "torch.nn.modules.batchnorm.SyncBatchNorm",
+        "torch.nn.modules.adaptive.AdaptiveLogSoftmaxWithLoss",
         "torch.nn.modules.normalization.CrossMapLRN2d",
     ):
         assert name in message
-    assert message.count("SyncBatchNorm") == 1  # each class once
+    assert message.count("AdaptiveLogSoftmaxWithLoss") == 1  # each class once
     assert "Linear," not in message.replace("_MyLinear,", "")  # supported classes not listed
 
 
@@ -667,14 +673,14 @@ def test_every_problem_is_listed_at_once() -> None:
     model = tnn.Sequential(
         _with_forward_hook(),
         _with_array_entry(),
-        tnn.SyncBatchNorm(2),
+        tnn.AdaptiveLogSoftmaxWithLoss(4, 6, [2]),
         _with_changed_attribute(),
     )
     with pytest.raises(TypeError) as info:
         fparam.from_torch(model)
     message = str(info.value)
     for text in [
-        "torch.nn.modules.batchnorm.SyncBatchNorm (at '2')",
+        "torch.nn.modules.adaptive.AdaptiveLogSoftmaxWithLoss (at '2')",
         "'0.0' (Linear): has a forward hook",
         "'1.p' (ParameterDict): entry 'z'",
         "'3.0.weight': torch's parameter has shape (3, 2)",

@@ -106,6 +106,7 @@ from fparam.nn.normalization import (
     LayerNorm,
     LocalResponseNorm,
     RMSNorm,
+    SyncBatchNorm,
 )
 from fparam.nn.padding import (
     CircularPad1d,
@@ -327,6 +328,7 @@ __all__ += [
 
 __all__ += ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell", "RNNCellBase"]
 __all__ += ["MultiheadAttention"]
+__all__ += ["SyncBatchNorm"]
 
 __all__ += ["DataParallel", "parallel"]
 

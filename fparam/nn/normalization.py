@@ -17,11 +17,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
-from fparam._module import Module, Parameter
+from fparam._module import Module, Parameter, _refuse_unbuilt
 from fparam.nn import _validation as V
 from fparam.nn import functional as F
 from fparam.nn import init
+from fparam.nn.functional.normalization import AxisName
 
 __all__ = [
     "BatchNorm1d",
@@ -34,6 +36,7 @@ __all__ = [
     "LayerNorm",
     "LocalResponseNorm",
     "RMSNorm",
+    "SyncBatchNorm",
 ]
 
 _RANK = "expected {ranks} input (got {ndim}D input)"
@@ -45,6 +48,24 @@ _INSTANCE_CHANNELS_WARNING = (
     "passing in num_features, which is not used because affine=False"
 )
 _GROUPS_DIVIDE = "num_channels ({channels}) must be divisible by num_groups ({groups})"
+# SyncBatchNorm: torch's two input checks, then fparam's process_group (a mesh axis name).
+_SYNC_RANK = "expected at least 2D input (got {ndim}D input)"
+_SYNC_CHANNELS = "SyncBatchNorm number of input channels should be non-zero"
+_SYNC_GROUP_TYPE = (
+    "SyncBatchNorm's process_group must be None, a mesh axis name (str) or a non-empty tuple "
+    "of them (the axes inside jax.shard_map that split the batch), got {got!r}"
+)
+_SYNC_NO_GROUP = (
+    "SyncBatchNorm with process_group=None is running inside jax.shard_map (manual mesh axes "
+    "{axes}): there each device sees only its shard of the batch, so name the mesh axis (or "
+    "tuple of axes) the batch is split over, e.g. SyncBatchNorm(..., process_group={example!r}) "
+    "or nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group={example!r}). (Under plain "
+    "jax.jit over a batch-sharded input no name is needed: the statistics are already global.)"
+)
+_SYNC_UNKNOWN_AXIS = (
+    "SyncBatchNorm's process_group={group!r} names an axis the enclosing jax.shard_map does "
+    "not have (manual mesh axes {axes}); pass the axis (or tuple of axes) the batch is split over"
+)
 
 
 def _register_affine(
@@ -149,9 +170,15 @@ class _NormBase(Module):
 
 
 class _BatchNorm(_NormBase):
+    def _sync_axes(self) -> AxisName | None:
+        """The mesh axes a training-mode forward reduces its statistics over (``None``: this
+        device's batch, which under SPMD ``jit`` is already the global batch)."""
+        return None
+
     def forward(self, input: jax.Array) -> jax.Array:
         input = jnp.asarray(input)
         self._check_input_dim(input)
+        axis_name = self._sync_axes() if self.training else None
         factor: float | jax.Array = 0.0 if self.momentum is None else self.momentum
         update = self.training and self.track_running_stats and self.running_mean is not None
         count = None
@@ -171,6 +198,7 @@ class _BatchNorm(_NormBase):
             use_batch,
             factor,
             self.eps,
+            axis_name=axis_name,
         )
         if update:
             # All checks passed: torch has already counted the batch when batch_norm raises,
@@ -220,6 +248,140 @@ class BatchNorm3d(_BatchNorm):
     """
 
     _ranks = (5,)
+
+
+def _axis_group(process_group: Any) -> AxisName | None:
+    """``process_group`` as stored: ``None``, an axis name, or a tuple of names."""
+    if process_group is None or isinstance(process_group, str):
+        return process_group
+    if (
+        isinstance(process_group, (tuple, list))
+        and process_group
+        and all(isinstance(name, str) for name in process_group)
+    ):
+        return tuple(process_group)
+    raise TypeError(_SYNC_GROUP_TYPE.format(got=process_group))
+
+
+def _axis_bound(name: AxisName) -> bool:
+    """Whether ``name`` (or every name of a tuple) is an axis of the enclosing ``shard_map`` or
+    named ``vmap``."""
+    try:
+        lax.axis_size(name)
+    except NameError:
+        return False
+    return True
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch normalisation with statistics over the global batch of a data-parallel step, like
+    ``torch.nn.SyncBatchNorm``.
+
+    Arguments:
+        num_features: ``C`` of an ``(N, C, *)`` input (any rank from 2).
+        eps, momentum, affine, track_running_stats, device, dtype, bias: as
+            :class:`BatchNorm1d`.
+        process_group: where torch names a process group, fparam names mesh axes: ``None``, an
+            axis name, or a tuple of names, over which the batch is split *inside*
+            ``jax.shard_map`` (or a ``jax.vmap`` with that ``axis_name``). There a
+            training-mode forward adds each channel's sums over those axes (``lax.psum``), so
+            every shard normalises with the mean and biased variance of the global batch, the
+            running variance takes the unbiased variance with the global count, and gradients
+            flow back through the collectives (torch's ``SyncBatchNorm`` under DDP). Outside
+            ``shard_map`` a forward needs no name: eagerly or under ``jax.jit`` the array is the
+            global batch whatever its sharding (JAX's partitioner inserts the reductions), and
+            a name no enclosing transformation binds is ignored, as torch ignores
+            ``process_group`` when ``torch.distributed`` is not initialised. ``None`` inside
+            ``shard_map`` raises a ``ValueError`` naming the axes to choose from.
+
+    Eval mode normalises with the running statistics and never synchronises (as torch); with
+    ``track_running_stats=False`` it uses this shard's batch. The ``state_dict``, ``repr`` and
+    errors are torch's: ``ValueError`` for an input below 2-D
+    (``expected at least 2D input (got 1D input)``) or with no channels.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: AxisName | None = None,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        group = _axis_group(process_group)
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
+        )
+        self.process_group = group
+
+    def _check_input_dim(self, input: jax.Array) -> None:
+        if input.ndim < 2:
+            raise ValueError(_SYNC_RANK.format(ndim=input.ndim))
+        if input.shape[1] == 0:
+            raise ValueError(_SYNC_CHANNELS)
+
+    def _sync_axes(self) -> AxisName | None:
+        group = self.process_group
+        manual = tuple(jax.sharding.get_abstract_mesh().manual_axes)
+        if group is None:
+            if manual:
+                example = manual[0] if len(manual) == 1 else manual
+                raise ValueError(_SYNC_NO_GROUP.format(axes=manual, example=example))
+            return None
+        if _axis_bound(group):
+            return group
+        if manual:
+            raise ValueError(_SYNC_UNKNOWN_AXIS.format(group=group, axes=manual))
+        return None
+
+    @classmethod
+    def convert_sync_batchnorm(
+        cls, module: Module, process_group: AxisName | None = None
+    ) -> Module:
+        """Replace every ``BatchNorm*d`` in ``module`` (recursively) by a :class:`SyncBatchNorm`,
+        like ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``.
+
+        Each replacement has the original's options and carries its parameters (the same
+        parameters: ``requires_grad`` and the identity an optimizer knows them by),
+        buffers and training flag.
+
+        Arguments:
+            module: a module tree, or a batch-norm layer.
+            process_group: the mesh axis name(s) for every new layer (see the class).
+
+        Returns:
+            ``module``, changed in place; a new :class:`SyncBatchNorm` when ``module`` itself
+            is a batch-norm layer.
+        """
+        group = _axis_group(process_group)
+        output = module
+        if isinstance(module, _BatchNorm):
+            if module.__dict__.get("_fp_lazy"):
+                _refuse_unbuilt(module, "convert_sync_batchnorm()")
+            output = SyncBatchNorm(
+                module.num_features,
+                module.eps,
+                module.momentum,
+                module.affine,
+                module.track_running_stats,
+                group,
+                bias=module.bias is not None,
+            )
+            if module.affine:
+                output.weight = module._param_handle("weight")
+                output.bias = module._param_handle("bias")
+            output.running_mean = module.running_mean
+            output.running_var = module.running_var
+            output.num_batches_tracked = module.num_batches_tracked
+            output.training = module.training
+        for name, child in list(module.named_children()):
+            output.add_module(name, cls.convert_sync_batchnorm(child, group))
+        return output
 
 
 class _InstanceNorm(_NormBase):

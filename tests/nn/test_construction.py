@@ -70,6 +70,7 @@ def _model(keys: list[Any], dtype: Any = None) -> nn.Module:
         nn.BatchNorm1d(29, **kw),
         nn.BatchNorm2d(31, momentum=None, **kw),
         nn.BatchNorm3d(37, affine=False, **kw),
+        nn.SyncBatchNorm(67, momentum=None, process_group="data", **kw),
         nn.InstanceNorm2d(41, affine=True, track_running_stats=True, **kw),
         nn.GroupNorm(3, 39, **kw),
         nn.LayerNorm((43, 2), **kw),

@@ -7,12 +7,16 @@ with ``Module._update_buffers``.
 
 torch's formulas: the batch statistics normalise with the *biased* variance; the running estimate
 takes the *unbiased* one (``n / (n - 1)``), ``new = (1 - momentum) * old + momentum * batch``.
+
+``batch_norm_stats(..., axis_name=...)`` is ``SyncBatchNorm``'s path inside ``jax.shard_map``
+(or a named ``vmap``): the per-channel sums are ``lax.psum``-ed over the named mesh axes and
+``n`` counts the values of every shard, so each shard normalises with the global statistics.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +32,9 @@ __all__ = [
     "local_response_norm",
     "rms_norm",
 ]
+
+# A mesh axis name, or a tuple of them, as `lax.psum` takes.
+AxisName = Hashable
 
 # torch's messages (torch/nn/functional.py and ATen's Normalization.cpp, layer_norm.h, group_norm.cpp).
 _BATCH_OF_ONE = "Expected more than 1 value per channel when training, got input size {size}"
@@ -106,9 +113,10 @@ def _channel_shape(ndim: int, channels: int) -> tuple[int, ...]:
     return (1, channels) + (1,) * (ndim - 2)
 
 
-def _verify_batch_size(shape: Sequence[int]) -> None:
+def _verify_batch_size(shape: Sequence[int], shards: int = 1) -> None:
+    # Synchronised (torch's SyncBatchNorm), the count is over every shard's values.
     size = shape[0] * math.prod(shape[2:])
-    if size == 1:
+    if size * shards == 1:
         raise ValueError(_BATCH_OF_ONE.format(size=_torch_size(shape)))
 
 
@@ -120,9 +128,10 @@ def _check_batch_norm(
     bias: jax.Array | None,
     training: bool,
     eps: float,
+    shards: int = 1,
 ) -> None:
     if training:
-        _verify_batch_size(input.shape)
+        _verify_batch_size(input.shape, shards)
     if training and eps <= 0.0:
         raise ValueError(_EPS_TRAINING.format(eps=eps))
     if eps < 0.0:
@@ -165,6 +174,17 @@ def _normalize(
     return out
 
 
+def _batch_mean(
+    x: jax.Array, axes: tuple[int, ...], axis_name: AxisName | None, n: int
+) -> jax.Array:
+    """Per-channel mean over ``axes`` (``keepdims``); with ``axis_name``, over every shard too:
+    the shards' sums added by ``lax.psum``, divided by the global count ``n`` (static: the
+    shards of a ``shard_map`` have equal shapes)."""
+    if axis_name is None:
+        return jnp.mean(x, axis=axes, keepdims=True)
+    return lax.psum(jnp.sum(x, axis=axes, keepdims=True), axis_name) / n
+
+
 def _batch_norm(
     input: jax.Array,
     running_mean: jax.Array | None,
@@ -174,9 +194,13 @@ def _batch_norm(
     training: bool,
     momentum: float | jax.Array,
     eps: float,
+    axis_name: AxisName | None = None,
 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     input = jnp.asarray(input)
-    _check_batch_norm(input, running_mean, running_var, weight, bias, training, eps)
+    # Statistics are synchronised only in training mode (torch's SyncBatchNorm: `need_sync`).
+    axis_name = axis_name if training else None
+    shards = 1 if axis_name is None else lax.axis_size(axis_name)
+    _check_batch_norm(input, running_mean, running_var, weight, bias, training, eps, shards)
     dtype = input.dtype
     input = _compute_input(input, running_mean, running_var, weight, bias)
     channels = input.shape[1] if input.ndim > 1 else 1
@@ -188,12 +212,12 @@ def _batch_norm(
         )
         return out.astype(dtype), running_mean, running_var
     axes = tuple(i for i in range(input.ndim) if i != 1)
-    mean = jnp.mean(input, axis=axes, keepdims=True)
-    var = jnp.mean(jnp.square(input - mean), axis=axes, keepdims=True)
+    n = input.size // max(channels, 1) * shards
+    mean = _batch_mean(input, axes, axis_name, n)
+    var = _batch_mean(jnp.square(input - mean), axes, axis_name, n)
     out = _normalize(input, mean, var, weight, bias, eps, shape).astype(dtype)
     if running_mean is None or running_var is None:
         return out, running_mean, running_var
-    n = input.size // max(channels, 1)
     m = jnp.asarray(momentum, running_mean.dtype)
     unbiased = (var.reshape(running_var.shape) * (n / (n - 1))).astype(running_var.dtype)
     batch_mean = mean.reshape(running_mean.shape).astype(running_mean.dtype)
@@ -249,6 +273,8 @@ def batch_norm_stats(
     training: bool = False,
     momentum: float | jax.Array = 0.1,
     eps: float = 1e-5,
+    *,
+    axis_name: AxisName | None = None,
 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
     """:func:`batch_norm` that also returns the running statistics torch would leave behind.
 
@@ -259,11 +285,20 @@ def batch_norm_stats(
     cumulative average with ``momentum=None`` passes ``1 / num_batches_tracked``). Otherwise the
     given statistics come back unchanged.
 
+    ``axis_name`` (fparam's addition, what ``nn.SyncBatchNorm`` passes): in training mode inside
+    ``jax.shard_map`` (or a ``vmap`` with that ``axis_name``), the mesh axis name or tuple of
+    names over which the batch is split. Mean and variance are then those of the global batch
+    (per-channel sums ``lax.psum``-ed, divided by the count of all shards), the unbiased
+    running variance uses that global count, and the gradients flow through the collectives,
+    as torch's ``SyncBatchNorm`` under DDP. Eval mode never synchronises (as torch).
+
     **Returns:**
 
     ``(output, new_running_mean, new_running_var)``.
     """
-    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    return _batch_norm(
+        input, running_mean, running_var, weight, bias, training, momentum, eps, axis_name
+    )
 
 
 def _instance_norm(
