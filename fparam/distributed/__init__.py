@@ -9,3 +9,8 @@ parallel styles, or by per-parameter annotations) and keeps it through everythin
 from __future__ import annotations
 
 __all__: list[str] = []
+
+# Sharded checkpoints (fparam/distributed/checkpoint.py).
+from fparam.distributed.checkpoint import load_sharded, save_sharded
+
+__all__ += ["load_sharded", "save_sharded"]
