@@ -429,10 +429,17 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
             link is written through (its target is replaced); an existing file keeps its
             permission bits.
 
+    In a multi-process job (``jax.distributed.initialize``) every process calls ``save`` and
+    only process 0 writes (torch's "save on rank 0"; its values are the ones stored); the
+    others return once the file is written. Arrays must be held in full by every process
+    (replicated, or local): one sharded across processes is refused, never gathered; save
+    it with :func:`fparam.distributed.save_sharded` (docs/checkpoints-sharded.md).
+
     Raises:
         CheckpointError: a value that cannot be stored or read back (see the module
             docstring), keys that collide, or a destination that is a directory, pipe or
-            device. Raised before the destination is touched.
+            device. Raised before the destination is touched. In a multi-process job: an
+            array sharded across processes, or process 0 failed to write.
         FileNotFoundError: the destination's directory does not exist.
     """
     path = Path(path)
