@@ -81,6 +81,14 @@ SAVE_SPLIT_ACROSS_PROCESSES = (
 PEER_FAILED = (
     "{path}: the checkpoint was not written: process(es) {failed} failed (their own error says why)"
 )
+BAD_LIKE = (
+    "{where}: like must be a Module, an optimizer, or a state dict / tree of arrays (or "
+    "jax.ShapeDtypeStruct) carrying shardings, got {got}"
+)
+BAD_SHARDINGS = (
+    "{where}: shardings must be a jax.sharding.Sharding, or a dict (by state_dict key, or "
+    "nested like the saved state) of them, got {got}"
+)
 BAD_SHARDING = "{where}: shardings['{key}'] must be a jax.sharding.Sharding or None, got {got}"
 UNKNOWN_SHARDING_KEYS = (
     "{where}: shardings names {unknown}, which the checkpoint does not hold (it holds {known})"
@@ -265,13 +273,20 @@ def save_sharded(obj: Any, directory: str | os.PathLike[str]) -> None:
     body["tensors"] = entries
     index = _index_bytes(json.loads(json.dumps(body)))  # boxes as lists, as they read back
 
-    if process == 0:
-        directory.mkdir(parents=True, exist_ok=True)  # as torch's FileSystemWriter does
-        (directory / INDEX_NAME).unlink(missing_ok=True)
-    # Nobody replaces a file before the old index is gone (and the directory exists).
-    _all_ok(True)
-
     error: BaseException | None = None
+    if process == 0:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)  # as torch's FileSystemWriter does
+            (directory / INDEX_NAME).unlink(missing_ok=True)
+        except Exception as caught:  # reported to the others before it is raised here
+            error = caught
+    # Nobody replaces a file before the old index is gone (and the directory exists).
+    failed = _all_ok(error is None)
+    if error is not None:
+        raise error
+    if failed:
+        raise CheckpointError(PEER_FAILED.format(path=directory, failed=failed))
+
     if mine:
         try:
             _ser._save_file(mine, directory / _file_name(process, count))
@@ -479,7 +494,11 @@ def _flatten(tree: Any, prefix: str, out: dict[str, Any], is_leaf: Any, depth: i
 
 
 def _like_targets(like: Any, tensors: Mapping[str, Any], where: Path) -> dict[str, Any]:
+    from fparam._module import Module
     from fparam.optim.optimizer import Optimizer
+
+    if not isinstance(like, (Module, Optimizer, Mapping, list, tuple)):
+        raise TypeError(BAD_LIKE.format(where=where, got=type(like).__name__))
 
     leaves: dict[str, Any] = {}
     _flatten(_ser._state_of(like), "", leaves, lambda x: hasattr(x, "shape"))
@@ -494,6 +513,10 @@ def _like_targets(like: Any, tensors: Mapping[str, Any], where: Path) -> dict[st
                     where=where, key=key, stored=stored, expected=tuple(leaf.shape)
                 )
             )
+        if isinstance(leaf, jax.Array) and not leaf.committed:
+            # No placement chosen: load as fparam.load does (uncommitted), so that
+            # load_state_dict leaves the module's arrays uncommitted too.
+            continue
         sharding = getattr(leaf, "sharding", None)
         if isinstance(sharding, jax.sharding.Sharding):
             targets[key] = sharding
@@ -526,6 +549,8 @@ def _targets(tensors: Mapping[str, Any], like: Any, shardings: Any, where: Path)
     if isinstance(shardings, jax.sharding.Sharding):
         targets.update(dict.fromkeys(tensors, shardings))
     elif shardings is not None:
+        if not isinstance(shardings, (Mapping, list, tuple)):
+            raise TypeError(BAD_SHARDINGS.format(where=where, got=type(shardings).__name__))
         given: dict[str, Any] = {}
         _flatten(shardings, "", given, lambda x: isinstance(x, jax.sharding.Sharding))
         unknown = [k for k in given if k not in tensors]

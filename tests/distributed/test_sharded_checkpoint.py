@@ -544,6 +544,11 @@ def test_refused_save_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
     ]
 
 
+def _one_file(tmp_path: Path) -> Path:
+    fparam.save({"w": jnp.zeros((3, 4))}, tmp_path / "one.safetensors")
+    return tmp_path / "one.safetensors"
+
+
 def test_targets_that_do_not_fit_are_errors(tmp_path: Path) -> None:
     save_sharded(_state(), tmp_path / "ckpt")
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -551,12 +556,20 @@ def test_targets_that_do_not_fit_are_errors(tmp_path: Path) -> None:
         load_sharded(tmp_path / "ckpt", shardings={"v": device})
     with pytest.raises(TypeError, match=r"shardings\['w'\] must be a jax.sharding.Sharding"):
         load_sharded(tmp_path / "ckpt", shardings={"w": "cpu"})
+    with pytest.raises(TypeError, match=r"shardings must be a jax.sharding.Sharding, .* got str"):
+        load_sharded(tmp_path / "ckpt", shardings="cpu")
+    with pytest.raises(TypeError, match=r"like must be a Module, an optimizer, .* got int"):
+        fparam.load(_one_file(tmp_path), like=3)
     with pytest.raises(
         CheckpointError, match=r"size mismatch for w: .* shape \(3, 4\) .* \(4, 3\)"
     ):
         load_sharded(tmp_path / "ckpt", like={"w": jnp.zeros((4, 3))})
     got = load_sharded(tmp_path / "ckpt", like={"w": jax.device_put(jnp.zeros((3, 4)), device)})
     assert got["w"].committed and not got["scalar"].committed
+    got = load_sharded(
+        tmp_path / "ckpt", like={"w": jnp.zeros((3, 4))}
+    )  # uncommitted: no placement
+    assert not got["w"].committed
     save_sharded({"big": np.array([1e300])}, tmp_path / "f64")
     with pytest.raises(CheckpointError, match=r"jax_enable_x64"):
         load_sharded(tmp_path / "f64", shardings=device)
