@@ -434,6 +434,33 @@ loaded = fparam.load(root / "replicated.safetensors", like=model)
 for key, value in loaded.items():
     assert_same(value, model.state_dict()[key], key)
 
+# A process that fails to write makes every process raise (none waits forever), and the
+# directory is left without an index.
+def fail_in(process):
+    def failing(state, path):
+        if PROCESS_ID == process:
+            raise OSError(f"disk full on process {process}")
+        return write(state, path)  # the real writer, kept above
+    return failing
+
+ser._save_file = fail_in(1)
+try:
+    fparam.distributed.save_sharded(model, root / "fails")
+    raise AssertionError("save_sharded returned after a failed write")
+except (OSError, ser.CheckpointError) as error:
+    expected = "disk full on process 1" if PROCESS_ID == 1 else "process(es) [1] failed"
+    assert expected in str(error), error
+ser._save_file = fail_in(0)
+try:
+    fparam.save(place(base, mesh1, lambda k, s: P()), root / "fails.safetensors")
+    raise AssertionError("fparam.save returned after a failed write")
+except (OSError, ser.CheckpointError) as error:
+    expected = "disk full on process 0" if PROCESS_ID == 0 else "process(es) [0] failed"
+    assert expected in str(error), error
+ser._save_file = write
+assert not (root / "fails" / "index.json").exists()
+assert not (root / "fails.safetensors").exists()
+
 # orbax, the documented multi-host path: every process saves its shards, restore resharded.
 checkpointer = ocp.StandardCheckpointer()
 checkpointer.save(root / "orbax", {"model": model})
