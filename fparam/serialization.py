@@ -707,10 +707,11 @@ def load(path: str | os.PathLike[str], *, like: Any = None, shardings: Any = Non
         path: the file.
         like: optional; where each array goes, taken from what it will be loaded into: a
             Module, an optimizer, or a state dict / tree whose arrays (or
-            ``jax.ShapeDtypeStruct`` leaves) carry shardings. Each device then reads only its
-            own slice of the file (memory-mapped), so a model sharded over a mesh loads without
-            passing through one device. Keys the file lacks are ignored; a shape that differs
-            from the file's is an error.
+            ``jax.ShapeDtypeStruct`` leaves) carry shardings. Each device then receives only
+            its own slice of the file (memory-mapped), so a model sharded over a mesh loads
+            without passing through one device (each tensor's checksum is still verified, once
+            per process, over the whole tensor). Keys the file lacks are ignored; a shape that
+            differs from the file's is an error; an uncommitted array places nothing.
         shardings: optional; a ``jax.sharding.Sharding`` for every array, or a dict (flat by
             key, or nested like the saved state) of shardings; it wins over ``like``. See
             :func:`fparam.distributed.load_sharded`, which reads the same way from a
