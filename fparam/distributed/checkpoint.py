@@ -183,9 +183,13 @@ def _box(index: tuple[slice, ...], shape: tuple[int, ...]) -> Box:
 def _pieces(value: Any) -> list[tuple[Box, Any]]:
     """The distinct pieces of ``value``, each with the device that writes it (None: a host
     array, written by process 0). The writer is the first device holding the piece in the
-    sharding's device order, which every process computes alike, with no communication."""
+    sharding's device order, which every process computes alike, with no communication.
+    In a multi-process job an array on one process's devices only is written like a host array
+    (each process may hold its own copy: process 0's is the one stored)."""
     shape = tuple(value.shape)
-    if not isinstance(value, jax.Array):
+    if not isinstance(value, jax.Array) or (jax.process_count() > 1 and value.is_fully_addressable):
+        # A host array, or one on this process's devices only (each process has its own,
+        # as after the same seeded init everywhere): one value of the job, written by process 0.
         return [(tuple((0, n) for n in shape), None)]
     owners: dict[Box, Any] = {}
     for device, index in value.sharding.devices_indices_map(shape).items():
@@ -203,7 +207,7 @@ def _file_name(process: int, count: int) -> str:
 
 def _piece_data(value: Any, name: str, device: Any, path: Path) -> np.ndarray:
     if device is None:
-        return value
+        return _ser._to_numpy(value, name, path)
     for shard in value.addressable_shards:
         if shard.device == device:  # a device-to-host copy of this piece only
             return _ser._to_numpy(shard.data, name, path)

@@ -412,6 +412,19 @@ for mesh, rule in ((mesh1, fsdp("data", 8)), (mesh2, tp), (mesh2, two_d)):
 target.load_state_dict(loaded)  # keeps the 2-D placement
 for key, value in target.state_dict().items():
     assert_same(value, loaded[key], key)
+# No target: replicated over all 8 devices of the job.
+everywhere = fparam.distributed.load_sharded(root / "fsdp")
+for key, value in everywhere.items():
+    assert value.is_fully_replicated and len(value.sharding.device_set) == 8, key
+    assert all(np.array_equal(data, reference[key]) for _, _, data in shards(value)), key
+
+# Arrays on one process's devices only (each process its own copy) are written by process 0.
+local = {"w": model.fc1.weight, "local": jnp.arange(3.0) + PROCESS_ID}
+fparam.distributed.save_sharded(local, root / "local")
+index = json.loads((root / "local" / "index.json").read_text())["checkpoint"]
+assert [p["file"] for p in index["tensors"]["local"]["pieces"]] == ["process-00000-of-00002.safetensors"]
+back = fparam.distributed.load_sharded(root / "local")
+assert all(np.array_equal(data, np.arange(3.0)) for _, _, data in shards(back["local"]))
 
 # fparam.save: an array split across processes is refused on every process (nobody waits)...
 try:
