@@ -521,6 +521,13 @@ def test_one_device_round_trip_of_module_and_nested_state(tmp_path: Path) -> Non
         assert got.dtype == value.dtype and got.shape == value.shape, key
         assert np.array_equal(np.asarray(got), np.asarray(value)), key
     device = jax.devices()[0]
+    single = jax.sharding.SingleDeviceSharding(device)
+    # Targets as a tree nested like the saved state, and as jax.ShapeDtypeStruct leaves.
+    back = load_sharded(tmp_path / "nested", shardings={"state": {0: {"w": single}}})
+    assert back["state"][0]["w"].committed and not back["state"][0]["scalar"].committed
+    struct = jax.ShapeDtypeStruct((3, 4), jnp.float32, sharding=single)
+    back = load_sharded(tmp_path / "nested", like={"state": {0: {"w": struct}}})
+    assert back["state"][0]["w"].committed and not back["state"][0]["scalar"].committed
     placed = load_sharded(tmp_path / "model", shardings=jax.sharding.SingleDeviceSharding(device))
     assert all(v.committed for v in placed.values())
     model.load_state_dict(placed)
