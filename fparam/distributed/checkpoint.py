@@ -127,7 +127,8 @@ def _save_from_process_zero(state: Any, path: Path) -> None:
             and not value.is_fully_addressable
             and not value.is_fully_replicated
         ):
-            held = sum(int(np.prod(s.data.shape)) for s in value.addressable_shards)
+            mine = {_box(s.index, tuple(value.shape)) for s in value.addressable_shards}
+            held = sum(_volume(box) for box in mine)  # distinct elements, not replicas
             raise CheckpointError(
                 SAVE_SPLIT_ACROSS_PROCESSES.format(
                     path=path, key=key, process=jax.process_index(), held=held, total=value.size
