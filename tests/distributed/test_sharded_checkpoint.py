@@ -401,6 +401,16 @@ expected = {
 }
 assert set(header) - {"__metadata__"} == expected, sorted(set(header) ^ expected)
 
+# 2-D (FSDP x TP): pieces replicated across the processes are written once, in one file.
+two = place(base, mesh2, two_d)
+fparam.distributed.save_sharded(two, root / "2d")
+expected = {
+    ckpt._piece_name(key, box): ckpt._volume(box) * value.dtype.itemsize
+    for key, value in two.state_dict().items()
+    for box, _ in ckpt._pieces(value)
+}
+assert pieces_written(root / "2d") == expected  # (it refuses a piece stored twice)
+
 # Loaded back in the same job: as saved, and resharded to tensor parallel across processes.
 for mesh, rule in ((mesh1, fsdp("data", 8)), (mesh2, tp), (mesh2, two_d)):
     target = place(randomized(Net(), 1), mesh, rule)
