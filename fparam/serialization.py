@@ -183,8 +183,20 @@ def _to_numpy(value: Any, key: str, path: Path) -> np.ndarray:
     return array
 
 
-def _split(obj: Any, prefix: str, tensors: dict[str, np.ndarray], path: Path, depth: int) -> Any:
-    """Move arrays out of ``obj`` into ``tensors``; return the JSON skeleton of what is left."""
+def _split(
+    obj: Any,
+    prefix: str,
+    tensors: dict[str, Any],
+    path: Path,
+    depth: int,
+    convert: Any = None,
+) -> Any:
+    """Move arrays out of ``obj`` into ``tensors``; return the JSON skeleton of what is left.
+
+    ``convert(value, key, path)`` makes the stored value (default: a NumPy array; the sharded
+    checkpoint keeps ``jax.Array`` leaves as they are, to write their pieces).
+    """
+    convert = _to_numpy if convert is None else convert
     if depth > MAX_DEPTH:
         raise CheckpointError(
             f"{path}: cannot save '{prefix}': nested deeper than {MAX_DEPTH} levels "
@@ -195,7 +207,7 @@ def _split(obj: Any, prefix: str, tensors: dict[str, np.ndarray], path: Path, de
         _check_key(key, path)
         if key in tensors:
             raise CheckpointError(f"{path}: two entries flatten to the same key '{key}'")
-        tensors[key] = _to_numpy(obj, key, path)
+        tensors[key] = convert(obj, key, path)
         return {"__tensor__": key}
     if isinstance(obj, Mapping):
         items = []
@@ -206,12 +218,12 @@ def _split(obj: Any, prefix: str, tensors: dict[str, np.ndarray], path: Path, de
                     "str or int"
                 )
             child = f"{prefix}.{k}" if prefix else str(k)
-            items.append([k, _split(v, child, tensors, path, depth + 1)])
+            items.append([k, _split(v, child, tensors, path, depth + 1, convert)])
         return {"__dict__": items}
     if isinstance(obj, (list, tuple)):
         return {
             "__list__" if isinstance(obj, list) else "__tuple__": [
-                _split(v, f"{prefix}.{i}" if prefix else str(i), tensors, path, depth + 1)
+                _split(v, f"{prefix}.{i}" if prefix else str(i), tensors, path, depth + 1, convert)
                 for i, v in enumerate(obj)
             ]
         }
@@ -417,22 +429,44 @@ def save(obj: Any, path: str | os.PathLike[str]) -> None:
             link is written through (its target is replaced); an existing file keeps its
             permission bits.
 
+    In a multi-process job (``jax.distributed.initialize``) every process calls ``save`` and
+    only process 0 writes (torch's "save on rank 0"; its values are the ones stored); the
+    others return once the file is written. Arrays must be held in full by every process
+    (replicated, or local): one sharded across processes is refused, never gathered; save
+    it with :func:`fparam.distributed.save_sharded` (docs/checkpoints-sharded.md).
+
     Raises:
         CheckpointError: a value that cannot be stored or read back (see the module
             docstring), keys that collide, or a destination that is a directory, pipe or
-            device. Raised before the destination is touched.
+            device. Raised before the destination is touched. In a multi-process job: an
+            array sharded across processes, or process 0 failed to write.
         FileNotFoundError: the destination's directory does not exist.
     """
     path = Path(path)
-    header, ordered = _prepare(_state_of(obj), path)
+    if jax.process_count() > 1:
+        # One writer per file: process 0 writes what every process holds (see the function).
+        from fparam.distributed.checkpoint import _save_from_process_zero
+
+        _save_from_process_zero(_state_of(obj), path)
+        return
+    _save_file(_state_of(obj), path)
+
+
+def _save_file(state: Any, path: Path) -> None:
+    """Validate ``state`` and write it to ``path`` from this process, whatever the others do."""
+    header, ordered = _prepare(state, path)
+    _write_atomic(path, [header, *(_bytes_of(array).data for _, array in ordered)])
+
+
+def _write_atomic(path: Path, chunks: Any) -> None:
+    """Write ``chunks`` (bytes-like) to ``path`` atomically: temporary, fsync, rename."""
     target, mode = _destination(path)
     _remove_stale_temporaries(target)
     fd, tmp_name = _create_temp(target, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(header)
-            for _, array in ordered:
-                handle.write(_bytes_of(array).data)
+            for chunk in chunks:
+                handle.write(chunk)
             handle.flush()
             if mode is not None and hasattr(os, "fchmod"):
                 os.fchmod(handle.fileno(), mode)
@@ -569,8 +603,9 @@ def _read_header(path: Path) -> dict[str, Any]:
     return _parse_header(text, path, size - 8 - length)
 
 
-def _to_jax(array: np.ndarray, key: str, path: Path) -> jax.Array:
-    """``jnp.asarray``, refusing a narrowing to 32 bits that would change values."""
+def _narrowed(array: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """``array`` in the dtype JAX holds it in, refusing a narrowing to 32 bits that would
+    change values."""
     target = jax.dtypes.canonicalize_dtype(array.dtype)
     problem = check_narrowing(array, target, f"'{key}'")
     if problem is not None:
@@ -578,6 +613,12 @@ def _to_jax(array: np.ndarray, key: str, path: Path) -> jax.Array:
             f"{path}: {problem}; enable 64-bit types "
             '(jax.config.update("jax_enable_x64", True)) to load it exactly'
         )
+    return array if array.dtype == target else array.astype(target)
+
+
+def _to_jax(array: np.ndarray, key: str, path: Path) -> jax.Array:
+    """``jnp.asarray``, refusing a narrowing to 32 bits that would change values."""
+    _narrowed(array, key, path)
     return jnp.asarray(array)
 
 
@@ -659,38 +700,43 @@ def _read_tensors(path: Path, keys: list[str]) -> Iterator[tuple[str, np.ndarray
         ) from error
 
 
-def load(path: str | os.PathLike[str]) -> Any:
+def load(path: str | os.PathLike[str], *, like: Any = None, shardings: Any = None) -> Any:
     """Read what :func:`save` wrote (or any safetensors file, e.g. one torch wrote).
+
+    Arguments:
+        path: the file.
+        like: optional; where each array goes, taken from what it will be loaded into: a
+            Module, an optimizer, or a state dict / tree whose arrays (or
+            ``jax.ShapeDtypeStruct`` leaves) carry shardings. Each device then receives only
+            its own slice of the file (memory-mapped), so a model sharded over a mesh loads
+            without passing through one device (each tensor's checksum is still verified, once
+            per process, over the whole tensor). Keys the file lacks are ignored; a shape that
+            differs from the file's is an error; an uncommitted array places nothing.
+        shardings: optional; a ``jax.sharding.Sharding`` for every array, or a dict (flat by
+            key, or nested like the saved state) of shardings; it wins over ``like``. See
+            :func:`fparam.distributed.load_sharded`, which reads the same way from a
+            directory of per-process files.
 
     Returns:
         For a flat file, an ``OrderedDict`` of ``jax.Array`` (in the saved order when fparam
         wrote it, else sorted by key), ready for
         ``module.load_state_dict``; for a nested one, the saved structure (dicts, lists, numbers)
-        with ``jax.Array`` leaves, ready for ``optimizer.load_state_dict``.
+        with ``jax.Array`` leaves, ready for ``optimizer.load_state_dict``. Arrays without a
+        placement from ``like`` / ``shardings`` are uncommitted, on the default device.
 
     Raises:
         FileNotFoundError: no file at ``path``.
         CheckpointError: the path is not a regular file; the file is truncated, corrupt (a
             checksum mismatch, malformed metadata) or not a safetensors file; a tensor has a
             dtype fparam cannot read; a 64-bit value would not survive the narrowing to 32 bits
-            (see the module docstring). Nothing is unpickled, ever.
+            (see the module docstring); ``like`` / ``shardings`` do not fit the file. Nothing
+            is unpickled, ever.
     """
     path = Path(path)
     header = _read_header(path)
     checksums = _verify_metadata(header, path)
     metadata: dict[str, str] = header.get(_RESERVED_KEY, {})
     keys = sorted(k for k in header if k != _RESERVED_KEY)
-
-    arrays: dict[str, np.ndarray] = {}
-    for key, array in _read_tensors(path, keys):
-        if checksums is not None:
-            entry = header[key]
-            if _crc(key, entry["dtype"], entry["shape"], _bytes_of(array)) != checksums[key]:
-                raise CheckpointError(
-                    f"{path}: corrupt checkpoint: tensor '{key}' does not match its checksum "
-                    "(its data or its header entry was damaged after it was written)"
-                )
-        arrays[key] = array
 
     order = keys
     if _ORDER_KEY in metadata:
@@ -704,8 +750,26 @@ def load(path: str | os.PathLike[str]) -> Any:
                 f"{path}: corrupt key-order metadata: it does not list the file's tensors"
             )
         order = saved_order
-    tensors = OrderedDict((key, _to_jax(arrays[key], key, path)) for key in order)
     structure = metadata.get(_STRUCTURE_KEY)
+    skeleton = None if structure is None else _loads(structure, path, "structure metadata")
+
+    if like is not None or shardings is not None:
+        from fparam.distributed.checkpoint import _load_file_placed
+
+        placed = _load_file_placed(path, header, checksums, like, shardings)
+        tensors = OrderedDict((key, placed[key]) for key in order)
+    else:
+        arrays: dict[str, np.ndarray] = {}
+        for key, array in _read_tensors(path, keys):
+            if checksums is not None:
+                entry = header[key]
+                if _crc(key, entry["dtype"], entry["shape"], _bytes_of(array)) != checksums[key]:
+                    raise CheckpointError(
+                        f"{path}: corrupt checkpoint: tensor '{key}' does not match its "
+                        "checksum (its data or its header entry was damaged after it was written)"
+                    )
+            arrays[key] = array
+        tensors = OrderedDict((key, _to_jax(arrays[key], key, path)) for key in order)
     if structure is None:
         return tensors
-    return _rebuild_checked(_loads(structure, path, "structure metadata"), tensors, path)
+    return _rebuild_checked(skeleton, tensors, path)

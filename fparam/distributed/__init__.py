@@ -49,3 +49,7 @@ __all__ += [
     "sharded_init",
     "shardings",
 ]
+# Sharded checkpoints (fparam/distributed/checkpoint.py).
+from fparam.distributed.checkpoint import load_sharded, save_sharded
+
+__all__ += ["load_sharded", "save_sharded"]
