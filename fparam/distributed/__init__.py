@@ -8,8 +8,7 @@ parallel styles, or by per-parameter annotations) and keeps it through everythin
 
 from __future__ import annotations
 
-__all__: list[str] = []
-
+from fparam.distributed.checkpoint import load_sharded, save_sharded
 from fparam.distributed.placement import (
     Logical,
     Placement,
@@ -31,7 +30,7 @@ from fparam.distributed.tensor_parallel import (
     parallelize_module,
 )
 
-__all__ += [
+__all__ = [
     "ColwiseParallel",
     "HeadwiseParallel",
     "Logical",
@@ -43,13 +42,11 @@ __all__ += [
     "ShardFirstDivisible",
     "distribute",
     "fully_shard",
+    "load_sharded",
     "parallelize_module",
     "partition_specs",
     "plan_shardings",
+    "save_sharded",
     "sharded_init",
     "shardings",
 ]
-# Sharded checkpoints (fparam/distributed/checkpoint.py).
-from fparam.distributed.checkpoint import load_sharded, save_sharded
-
-__all__ += ["load_sharded", "save_sharded"]
