@@ -2,8 +2,8 @@
 ``jax.distributed.initialize`` and train the digits CNN fully sharded over all 8 devices; each
 process ends with the parameters and optimizer state a one-device run computes in it.
 
-Cross-process collectives on CPU use gloo (JAX's default ``jax_cpu_collectives_implementation``
-since 0.4.3x; nothing to configure in JAX 0.10.2).
+Cross-process collectives on CPU use gloo, the default ``jax_cpu_collectives_implementation`` of
+JAX 0.10.2: nothing to configure.
 """
 
 from __future__ import annotations
