@@ -1,7 +1,7 @@
 """The documentation's code runs, and its coverage table matches what fparam defines.
 
-* Every ```python block of docs/porting-from-pytorch.md and README.md runs, in order, in one
-  namespace per file (the blocks assert what the text claims).
+* Every ```python block of docs/porting-from-pytorch.md, README.md and docs/distributed.md
+  runs, in order, in one namespace per file (the blocks assert what the text claims).
 * A block marked ``<!-- pending: ... -->`` (on the line before it) documents behaviour that is
   still being built: it must fail today. When it starts passing, remove the marker.
 * The "in fparam" column of the coverage tables names exactly the torch names fparam defines, and
@@ -39,7 +39,9 @@ def _blocks(path: Path) -> list[tuple[int, str, bool]]:
     ]
 
 
-@pytest.mark.parametrize("path", [PORTING, ROOT / "README.md"], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [PORTING, ROOT / "README.md", ROOT / "docs" / "distributed.md"], ids=lambda p: p.name
+)
 def test_python_blocks_run(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a block that writes files writes them here
     blocks = _blocks(path)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fparam._module import Module, _note_owner
@@ -309,12 +310,7 @@ def check_spec(
             raise ValueError(
                 _NOT_DIVISIBLE.format(dim=dim, size=shape[dim], axes=names, count=count, **fields)
             )
-    # One spelling per placement (P('data') rather than P('data', None, None)), as people
-    # write specs by hand, so specs compare equal to theirs.
-    entries = list(spec)
-    while entries and entries[-1] is None:
-        entries.pop()
-    return PartitionSpec(*entries)
+    return spec
 
 
 def _check_mesh(function: str, mesh: Any) -> None:
@@ -411,6 +407,17 @@ def _current_spec(array: Any, mesh: Mesh) -> PartitionSpec | None:
     return None
 
 
+def _canonical(spec: PartitionSpec, ndim: int) -> PartitionSpec:
+    """``spec`` without trailing ``None`` entries: the form in which a jitted step returns an
+    output whose placement it derived (``P('data')``, not ``P('data', None)``; ``P()``, not
+    ``P(None)``). Placing an array in another spelling of the same placement would make the
+    step's outputs differ from its inputs, and the next call would compile again."""
+    entries = _entries(spec, ndim)
+    while entries and entries[-1] is None:
+        entries.pop()
+    return PartitionSpec(*entries)
+
+
 def _plan_specs(
     model: Module, mesh: Mesh, plan: Mapping[str, Any], *, compose: bool
 ) -> dict[str, PartitionSpec]:
@@ -426,10 +433,11 @@ def _plan_specs(
         for index, (pattern, regex, placement) in enumerate(compiled):
             if regex.match(key):
                 used[index] = True
-                specs[key] = _resolve(placement, pattern, key, module, name, shape, mesh, current)
+                spec = _resolve(placement, pattern, key, module, name, shape, mesh, current)
                 break
         else:
-            specs[key] = current if current is not None else PartitionSpec()
+            spec = current if current is not None else PartitionSpec()
+        specs[key] = _canonical(spec, len(shape))
     for (pattern, regex, _), hit in zip(compiled, used):
         if hit:
             continue
@@ -481,6 +489,19 @@ def plan_shardings(model: Module, mesh: Mesh, plan: Mapping[str, Any] | None = N
     return _tree_of(model, mesh, _plan_specs(model, mesh, plan or {}, compose=False))
 
 
+def _source(array: Any, target: NamedSharding) -> Any:
+    """What to hand ``device_put`` to split ``array`` over ``target``: an array held whole on
+    one device goes through the host, as JAX splits it there for nothing, where splitting it on
+    the device compiles a slicing program per shape and placement."""
+    if (
+        isinstance(array, jax.Array)
+        and len(array.sharding.device_set) == 1
+        and not target.is_fully_replicated
+    ):
+        return np.asarray(array)
+    return array
+
+
 def _place_in_place(
     model: Module, function: str, mesh: Mesh, specs: Mapping[str, PartitionSpec]
 ) -> None:
@@ -492,7 +513,8 @@ def _place_in_place(
         if getattr(array, "sharding", None) != target:
             writes.append((module, name, target, array))
     placed = [
-        (module, name, jax.device_put(array, target)) for module, name, target, array in writes
+        (module, name, jax.device_put(_source(array, target), target))
+        for module, name, target, array in writes
     ]
     for module, name, new in placed:
         module.__dict__[name] = new
