@@ -516,7 +516,11 @@ class Optimizer:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        jax.tree_util.register_pytree_node(cls, cls._tree_flatten, cls._tree_unflatten)
+        # Keys only for the with-path flatten (``tree_flatten_with_path``, ``tree_map_with_path``,
+        # checkpointers); ``jit``'s keyless flatten stays ``_tree_flatten``.
+        jax.tree_util.register_pytree_with_keys(
+            cls, cls._tree_flatten_with_keys, cls._tree_unflatten, cls._tree_flatten
+        )
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         if isinstance(params, (jax.Array, Parameter)):
@@ -907,6 +911,28 @@ class Optimizer:
     def _static_extras(self) -> Any:
         """Hashable structure a subclass adds to the pytree's auxiliary data."""
         return None
+
+    def _state_owners(
+        self, layout: _OptimizerLayout, leaves: list[Any]
+    ) -> list[tuple[Parameter | None, str]]:
+        """For each state leaf (``_state_leaves`` order; ``leaves`` are those leaves): the
+        parameter handle it belongs to and its name under that parameter (``['exp_avg']``), or
+        ``None`` and its name on the optimizer (``opt_state[0].count``). Read from ``layout``
+        (and the leaves' shapes) only: it runs on an optimizer that was never materialised."""
+        return []
+
+    def _tree_flatten_with_keys(self) -> tuple[list[tuple[Any, Any]], _OptimizerLayout]:
+        """The flatten with tree paths that say what each leaf is: ``.hyperparameters`` (the
+        packed vector: hyperparameters and per-parameter scalars such as step counts), then
+        ``.state['0.weight']['exp_avg']`` (the parameter's ``state_dict`` key and torch's state
+        name). The names are computed once per structure."""
+        leaves, layout = self._tree_flatten()
+        keys = layout.cache.get("leaf_keys")
+        if keys is None:
+            keys = layout.cache["leaf_keys"] = _leaf_keys(
+                layout, self._state_owners(layout, list(leaves[1:]))
+            )
+        return list(zip(keys, leaves)), layout
 
     @classmethod
     def _tree_unflatten(cls, layout: _OptimizerLayout, leaves: Any) -> Optimizer:
@@ -1367,6 +1393,35 @@ def _replicated(handles: Any) -> Any:
                 return jax.sharding.SingleDeviceSharding(devices[0])
             return None
     return None
+
+
+def _leaf_keys(
+    layout: _OptimizerLayout, owners: list[tuple[Parameter | None, str]]
+) -> list[jax.tree_util.GetAttrKey]:
+    """The tree-path keys of an optimizer's leaves (see ``Optimizer._tree_flatten_with_keys``).
+
+    One key per leaf (a pytree node gives each child one key, and the keyless flatten must stay
+    flat), spelled so that ``keystr`` reads as nested attributes and dict keys would. A
+    parameter is named by its ``state_dict`` key; over several models by the model's index
+    and the key (``state[1]['fc.weight']``); when it was never in a module, by its index in
+    the optimizer's ``state_dict()`` (``state['#3']``).
+    """
+    handles = [p for _, params_key, _ in layout.templates for p in params_key.handles]
+    index = {p.uid: i for i, p in enumerate(handles)}
+    several = any(p._place is not None and p._place[0] > 0 for p in handles)
+
+    def label(handle: Parameter) -> str:
+        place = handle._place
+        if place is None:
+            return f"[{'#' + str(index.get(handle.uid, handle.uid))!r}]"
+        return f"[{place[0]}][{place[1]!r}]" if several else f"[{place[1]!r}]"
+
+    keys = [jax.tree_util.GetAttrKey("hyperparameters")]
+    for handle, name in owners:
+        keys.append(
+            jax.tree_util.GetAttrKey(name if handle is None else f"state{label(handle)}{name}")
+        )
+    return keys
 
 
 def _scalar(value: Any) -> Any:
