@@ -9,3 +9,7 @@ parallel styles, or by per-parameter annotations) and keeps it through everythin
 from __future__ import annotations
 
 __all__: list[str] = []
+
+from fparam.distributed.optimizer_state import StateSharding, shard_optimizer_state
+
+__all__ += ["StateSharding", "shard_optimizer_state"]
