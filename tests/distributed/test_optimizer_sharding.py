@@ -9,9 +9,9 @@ On 8 simulated devices (one child process: ``_devices.run_script``):
   format with NumPy arrays) and ``copy.deepcopy``. Leaves are matched to their parameters by
   their tree paths (``.state['0.weight']['exp_avg']``).
 * ``fparam.distributed.shard_optimizer_state`` (ZeRO-1/2): replicated parameters, state sharded
-  over ``data``; 5 jitted steps of Adam and SGD(momentum) equal the one-device run, the state
-  keeps ``P('data')`` through everything above, and the parameters stay replicated; also on a
-  mesh with ``Explicit`` axes.
+  over ``data``; 5 jitted steps of Adam, SGD(momentum) and optax's Adam equal the one-device
+  run, the state keeps ``P('data')`` through everything above, and the parameters stay
+  replicated; also on a mesh with ``Explicit`` axes.
 """
 
 from __future__ import annotations
@@ -168,16 +168,20 @@ def zero(shape):
 
 
 def pair():
-    return jax.jit(lambda ms, os, x: tuple(map(list, zip(*(step(m, o, x) for m, o in zip(ms, os))))),
-                   compiler_options=FAST)
+    def steps(ms, os, x):
+        with jax.numpy_dtype_promotion("standard"):  # optax's own promotion
+            return tuple(map(list, zip(*(step(m, o, x) for m, o in zip(ms, os)))))
+
+    return jax.jit(steps, compiler_options=FAST)
 
 
 errors = {}
-builds = [lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.01)]
+builds = [lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.01),
+          lambda p: optim.Optax(optax.adam(1e-2), p)]
 # The one-device run.
-m1 = [make(1), make(1)]
+m1 = [make(1) for _ in builds]
 o1 = [build(m.parameters()) for build, m in zip(builds, m1)]
-for o in o1:
+for o in o1[:2]:
     optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5)  # as the sharded ones below
 one = pair()
 for x in xs:
@@ -190,10 +194,10 @@ for axis_type in (AxisType.Auto, AxisType.Explicit):
     replicate = lambda m: jax.device_put(m, jax.tree.map(
         lambda x: NamedSharding(mesh8, P(*[None] * x.ndim) if axis_type == AxisType.Explicit
                                 else P()), m))
-    mz = [replicate(make(1)), replicate(make(1))]
+    mz = [replicate(make(1)) for _ in builds]
     oz = [shard_optimizer_state(build(m.parameters()), mesh8, axis="data")
           for build, m in zip(builds, mz)]
-    schedulers = [optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5) for o in oz]
+    schedulers = [optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5) for o in oz[:2]]
     expect = lambda key, shape: NamedSharding(mesh8, zero(shape))
 
     def check_zero(where):
@@ -207,14 +211,14 @@ for axis_type in (AxisType.Auto, AxisType.Explicit):
     for x in xs:
         mz, oz = jitted(mz, oz, data(x))
     check_zero("5 jitted steps")
-    err = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))  # on the host: no compiles
+    err = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)), initial=0))  # on the host: no compiles
               for a, b in zip(jax.tree.leaves((m1, o1)), jax.tree.leaves((mz, oz))))
     errors[str(axis_type)] = err
-    assert err < 1e-6, (axis_type, err)
-    for o in oz:
+    assert err < 1e-6, (axis_type, err)  # measured: 6e-8
+    for o in oz[:2]:
         o.param_groups[0]["lr"] = 0.02
     mz, oz = jitted(mz, oz, data(xs[0]))
-    oz = [s.step(o) for s, o in zip(schedulers, oz)]
+    oz = [s.step(o) for s, o in zip(schedulers, oz[:2])] + oz[2:]
     for o in oz:
         o.load_state_dict(torch_format(o))
     check_zero("lr, scheduler, torch-format load_state_dict")
