@@ -506,6 +506,15 @@ class Optimizer:
     is lost otherwise, like any change to a traced value (fparam cannot tell whether it will
     be returned, so it does not refuse it). ``load_state_dict`` and ``scheduler.step`` refuse
     to run there.
+
+    Leaves have names (``jax.tree_util.tree_flatten_with_path``): ``.hyperparameters`` (the
+    packed vector), then ``.state['<state_dict key>']['<torch's state name>']``
+    (``.state['0.weight']['exp_avg']``). Placement: state is created with its parameter's
+    sharding; when parameters span several devices, or after
+    ``fparam.distributed.shard_optimizer_state`` (ZeRO), the optimizer keeps every leaf where
+    it belongs through steps, ``load_state_dict``, new values and ``copy.deepcopy`` (see
+    "placement" below). The shardings recorded are those the parameters had when the
+    optimizer was built.
     """
 
     hyperparameters: ClassVar[tuple[str, ...]] = ()
