@@ -278,3 +278,27 @@ def test_shard_optimizer_state_refuses_bad_arguments_clearly() -> None:
     grads = jax.tree.map(jnp.ones_like, m)
     _, opt2 = opt.step(m, grads)  # an eager step on the one-device mesh
     assert jax.tree.structure(opt2) == jax.tree.structure(opt)
+
+
+def test_state_sharding_rule_shards_the_first_dimension_that_divides() -> None:
+    from jax.sharding import AbstractMesh
+    from jax.sharding import PartitionSpec as P
+
+    from fparam.distributed import StateSharding
+
+    mesh = AbstractMesh((4, 2), ("data", "model"))
+    rule = StateSharding(mesh, "data")
+    assert rule.spec((16, 8)) == P("data", None)
+    assert rule.spec((5, 16)) == P(None, "data")  # 5 does not divide by 4
+    assert rule.spec((5,)) == P(None)
+    assert rule.spec(()) == P()
+    # Tensor parallel: 'model' kept, 'data' added to the first unsharded dimension that divides.
+    assert rule.spec((8, 6), P(None, "model")) == P("data", "model")
+    assert rule.spec((6, 8), P("model")) == P("model", "data")
+    # Only the sharded dimension divides: 'data' joins it.
+    assert rule.spec((8, 3), P("model")) == P(("model", "data"), None)
+    assert rule.spec((8, 6), P("data")) == P("data", None)  # FSDP: already over 'data'
+    assert StateSharding(mesh, "data", 100).spec((8, 8)) == P(None, None)  # min_size
+    assert StateSharding(mesh, ("data", "model")).spec((5, 16)) == P(None, ("data", "model"))
+    assert rule == StateSharding(mesh, "data") and hash(rule) == hash(StateSharding(mesh, "data"))
+    assert rule != StateSharding(mesh, "model")
