@@ -9,6 +9,7 @@ parallel styles, or by per-parameter annotations) and keeps it through everythin
 from __future__ import annotations
 
 from fparam.distributed.checkpoint import load_sharded, save_sharded
+from fparam.distributed.optimizer_state import StateSharding, shard_optimizer_state
 from fparam.distributed.placement import (
     Logical,
     Placement,
@@ -40,6 +41,7 @@ __all__ = [
     "RowwiseParallel",
     "Rule",
     "ShardFirstDivisible",
+    "StateSharding",
     "distribute",
     "fully_shard",
     "load_sharded",
@@ -47,6 +49,7 @@ __all__ = [
     "partition_specs",
     "plan_shardings",
     "save_sharded",
+    "shard_optimizer_state",
     "sharded_init",
     "shardings",
 ]

@@ -283,6 +283,14 @@ class AdaptiveOptimizer(Optimizer):
             ]
         return order
 
+    def _state_owners(self, layout: Any, leaves: list[Any]) -> list[tuple[Any, str]]:
+        return [
+            (p, f"[{name!r}]")
+            for (_, params_key, _), (keys, _) in zip(layout.templates, layout.extras)
+            for p in params_key.handles
+            for name in keys
+        ]
+
     def _packed_state(self, layout: Any) -> Any:
         rows = [self._rows[gi].reshape(-1) for gi in range(len(self.param_groups))]
         if all(isinstance(r, np.ndarray) for r in rows):

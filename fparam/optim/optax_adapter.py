@@ -66,6 +66,12 @@ def _path_names(tree: Any) -> list[str]:
     return [jax.tree_util.keystr(path, simple=True, separator=".") for path, _ in paths]
 
 
+def _shape(leaf: Any) -> tuple[int, ...]:
+    """A leaf's shape: an array's, a ``jax.ShapeDtypeStruct``'s, or a Python number's."""
+    shape = getattr(leaf, "shape", None)
+    return tuple(np.shape(leaf) if shape is None else shape)
+
+
 class Optax(Optimizer):
     """An optax transformation as an fparam optimizer (see the module docstring).
 
@@ -111,6 +117,39 @@ class Optax(Optimizer):
 
     def _state_leaves(self, layout: _OptimizerLayout) -> list[Any]:
         return jax.tree.leaves(self.opt_state)
+
+    def _state_owners(
+        self, layout: _OptimizerLayout, leaves: list[Any]
+    ) -> list[tuple[Parameter | None, str]]:
+        """Optax's own tree paths: a leaf of a per-parameter list (``mu``, ``nu``: optax
+        mirrors the parameter list it was given) under its parameter, with the list index left
+        out (``state['0.weight'][0].mu``); any other leaf under ``opt_state``
+        (``opt_state[0].count``)."""
+        handles = [p for _, params_key, _ in layout.templates for p in params_key.handles]
+        shapes = [tuple(p.shape) for p in handles]
+        _, treedef = layout.extras
+
+        def mirrors(node: Any) -> bool:
+            return (
+                isinstance(node, list)
+                and len(node) == len(shapes)
+                and all(
+                    all(_shape(leaf) == shape for leaf in jax.tree.leaves(item))
+                    for item, shape in zip(node, shapes)
+                )
+            )
+
+        keystr = jax.tree_util.keystr
+        owners: list[tuple[Parameter | None, str]] = []
+        tree = jax.tree.unflatten(treedef, leaves)
+        for path, node in jax.tree_util.tree_flatten_with_path(tree, is_leaf=mirrors)[0]:
+            if not mirrors(node):
+                owners.append((None, "opt_state" + keystr(path)))
+                continue
+            for handle, item in zip(handles, node):
+                for subpath, _ in jax.tree_util.tree_flatten_with_path(item)[0]:
+                    owners.append((handle, keystr(path) + keystr(subpath)))
+        return owners
 
     def _set_state(self, layout: _OptimizerLayout, packed: Any, leaves: list[Any]) -> None:
         transformation, treedef = layout.extras

@@ -375,6 +375,7 @@ class _OptimizerLayout:
         "key",
         "n_hyper",
         "n_packed",
+        "placement",
         "state_start",
         "templates",
     )
@@ -386,6 +387,7 @@ class _OptimizerLayout:
         defaults: ParamGroup,
         extras: Any,
         facts: tuple[Any, ...] = (),
+        placement: Any = None,
     ):
         hyper = cls.hyperparameters  # type: ignore[attr-defined]
         arity = cls.tuple_hyperparameters  # type: ignore[attr-defined]
@@ -432,12 +434,16 @@ class _OptimizerLayout:
         self.n_packed = self.state_start + cls._packed_state_size(groups, extras)  # type: ignore[attr-defined]
         self.extras = extras
         self.facts = facts
+        # None unless a parameter spans several devices or the state has its own sharding
+        # (see ``Optimizer._placement_key``): single-device programs keep their structure.
+        self.placement = placement
         self.key = (
             cls,
             tuple(statics),
             tuple((k, None if v is _LAZY else v) for k, v in self.defaults.items()),
             extras,
             facts,
+            placement,
         )
         self.hash = hash(self.key)
         self.cache: dict[str, Any] = {}  # derived data subclasses compute once per structure
@@ -500,6 +506,15 @@ class Optimizer:
     is lost otherwise, like any change to a traced value (fparam cannot tell whether it will
     be returned, so it does not refuse it). ``load_state_dict`` and ``scheduler.step`` refuse
     to run there.
+
+    Leaves have names (``jax.tree_util.tree_flatten_with_path``): ``.hyperparameters`` (the
+    packed vector), then ``.state['<state_dict key>']['<torch's state name>']``
+    (``.state['0.weight']['exp_avg']``). Placement: state is created with its parameter's
+    sharding; when parameters span several devices, or after
+    ``fparam.distributed.shard_optimizer_state`` (ZeRO), the optimizer keeps every leaf where
+    it belongs through steps, ``load_state_dict``, new values and ``copy.deepcopy`` (see
+    "placement" below). The shardings recorded are those the parameters had when the
+    optimizer was built.
     """
 
     hyperparameters: ClassVar[tuple[str, ...]] = ()
@@ -516,7 +531,11 @@ class Optimizer:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        jax.tree_util.register_pytree_node(cls, cls._tree_flatten, cls._tree_unflatten)
+        # Keys only for the with-path flatten (``tree_flatten_with_path``, ``tree_map_with_path``,
+        # checkpointers); ``jit``'s keyless flatten stays ``_tree_flatten``.
+        jax.tree_util.register_pytree_with_keys(
+            cls, cls._tree_flatten_with_keys, cls._tree_unflatten, cls._tree_flatten
+        )
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         if isinstance(params, (jax.Array, Parameter)):
@@ -719,7 +738,9 @@ class Optimizer:
         if type(defaults) is not ParamGroup:
             self.defaults = defaults = ParamGroup(defaults)
         facts = self._facts()
-        layout = _OptimizerLayout(type(self), groups, defaults, self._static_extras(), facts)
+        layout = _OptimizerLayout(
+            type(self), groups, defaults, self._static_extras(), facts, self._placement_key()
+        )
         d["_fp_facts"] = facts
         defaults.packed_keys = frozenset(layout.default_slots)
         for g, (_, _, slots) in zip(groups, layout.templates):
@@ -773,7 +794,9 @@ class Optimizer:
         how each reads back and what packing lost of each); only its state part is redone."""
         extras, facts = self._static_extras(), self._facts()
         if extras != layout.extras or facts != layout.facts:
-            layout = _OptimizerLayout(type(self), self.param_groups, self.defaults, extras, facts)
+            layout = _OptimizerLayout(
+                type(self), self.param_groups, self.defaults, extras, facts, layout.placement
+            )
         self.__dict__["_fp_facts"] = facts
         self._remember_layout(layout)
 
@@ -822,7 +845,13 @@ class Optimizer:
         if new is None:
             new = self._pack_all(layout)
         if isinstance(new, np.ndarray):
-            placement = _replicated(p for g in self.param_groups for p in g["params"])
+            rule = self.__dict__.get("_fp_state_sharding")
+            placement = canonical_sharding(
+                rule.replicated()
+                if rule is not None
+                else _replicated(p for g in self.param_groups for p in g["params"]),
+                1,
+            )
             new = jax.device_put(new, placement) if placement is not None else jax.device_put(new)
         d["_fp_packed"] = new
         d.pop("_fp_stale", None)
@@ -902,11 +931,139 @@ class Optimizer:
         # only in their lr share compiled code.
         leaves = [self._pack(layout)]
         leaves.extend(self._state_leaves(layout))
+        if layout.placement is not None:
+            leaves = self._conform(layout, leaves)
         return leaves, layout
 
     def _static_extras(self) -> Any:
         """Hashable structure a subclass adds to the pytree's auxiliary data."""
         return None
+
+    def _state_owners(
+        self, layout: _OptimizerLayout, leaves: list[Any]
+    ) -> list[tuple[Parameter | None, str]]:
+        """For each state leaf (``_state_leaves`` order; ``leaves`` are those leaves): the
+        parameter handle it belongs to and its name under that parameter (``['exp_avg']``), or
+        ``None`` and its name on the optimizer (``opt_state[0].count``). Read from ``layout``
+        (and the leaves' shapes) only: it runs on an optimizer that was never materialised."""
+        return []
+
+    def _tree_flatten_with_keys(self) -> tuple[list[tuple[Any, Any]], _OptimizerLayout]:
+        """The flatten with tree paths that say what each leaf is: ``.hyperparameters`` (the
+        packed vector: hyperparameters and per-parameter scalars such as step counts), then
+        ``.state['0.weight']['exp_avg']`` (the parameter's ``state_dict`` key and torch's state
+        name). The names are computed once per structure."""
+        leaves, layout = self._tree_flatten()
+        keys = layout.cache.get("leaf_keys")
+        if keys is None:
+            keys = layout.cache["leaf_keys"] = _leaf_keys(
+                layout, self._state_owners(layout, list(leaves[1:]))
+            )
+        return list(zip(keys, leaves)), layout
+
+    # ---------------------------------------------------------------- placement
+    #
+    # State is born with its parameter's sharding (``zeros_like_param``, ``loaded_buffer``).
+    # When a parameter spans several devices, or the state has a sharding of its own
+    # (``fparam.distributed.shard_optimizer_state``: ZeRO), the layout records where every
+    # leaf belongs (``placement``, static and hashable), and the optimizer keeps it: concrete
+    # state is moved there when it is flattened (``_conform``), and a step constrains its new
+    # parameters and state there (``_keep_placement``), so that a jitted step returns them as
+    # it received them instead of as the SPMD partitioner's propagation would choose.
+
+    def _placement_key(self) -> Any:
+        """``(state rule or None, each parameter's multi-device sharding or None)``, or None
+        when there is nothing to keep (one device: the programs are exactly as before)."""
+        rule = self.__dict__.get("_fp_state_sharding")
+        shardings = tuple(
+            _spread(getattr(p.data, "sharding", None))
+            for g in self.param_groups
+            for p in g["params"]
+        )
+        if rule is None and all(s is None for s in shardings):
+            return None
+        return (rule, shardings)
+
+    def _targets(self, layout: _OptimizerLayout, leaves: list[Any]) -> list[Any]:
+        """Where each leaf belongs (None: wherever it is), once per structure."""
+        targets = layout.cache.get("targets")
+        if targets is not None:
+            return targets  # type: ignore[no-any-return]
+        rule, shardings = layout.placement
+        handles = [p for _, key, _ in layout.templates for p in key.handles]
+        of = {p.uid: s for p, s in zip(handles, shardings)}
+        mesh = (
+            rule.mesh
+            if rule is not None
+            else next(
+                (s.mesh for s in shardings if isinstance(s, jax.sharding.NamedSharding)), None
+            )
+        )
+        replicated = (
+            None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        )
+        targets = [canonical_sharding(replicated, 1)]
+        for (handle, _), leaf in zip(self._state_owners(layout, leaves[1:]), leaves[1:]):
+            shape = tuple(leaf.shape)
+            param = of.get(handle.uid) if handle is not None else None
+            if rule is not None:
+                target = rule.state_sharding(shape, param)
+            elif handle is not None and param is not None and shape == tuple(handle.shape):
+                target = param
+            else:
+                target = replicated if shape == () else None
+            targets.append(canonical_sharding(target, len(shape)))
+        layout.cache["targets"] = targets
+        return targets
+
+    def _param_targets(self, layout: _OptimizerLayout) -> dict[int, Any]:
+        """Where each parameter's new value belongs: its own sharding (with a state rule, a
+        parameter not placed on several devices is replicated over the rule's mesh)."""
+        targets = layout.cache.get("param_targets")
+        if targets is None:
+            rule, shardings = layout.placement
+            handles = [p for _, key, _ in layout.templates for p in key.handles]
+            targets = layout.cache["param_targets"] = {
+                p.uid: canonical_sharding(
+                    s if s is not None or rule is None else rule.replicated(), len(p.shape)
+                )
+                for p, s in zip(handles, shardings)
+            }
+        return targets  # type: ignore[no-any-return]
+
+    def _conform(self, layout: _OptimizerLayout, leaves: list[Any]) -> list[Any]:
+        """Concrete leaves moved where ``layout.placement`` says (and kept there)."""
+        targets = self._targets(layout, leaves)
+        moved = False
+        new = list(leaves)
+        for i, (leaf, target) in enumerate(zip(leaves, targets)):
+            if (
+                target is not None
+                and isinstance(leaf, jax.Array)
+                and not _is_tracer(leaf)
+                and not leaf.sharding.is_equivalent_to(target, leaf.ndim)
+            ):
+                new[i] = jax.device_put(leaf, target)
+                moved = True
+        if moved:
+            self._set_state(layout, new[0], new[1:])
+            self.__dict__["_fp_packed"] = new[0]
+        return new
+
+    def _keep_placement(self, placement: Any, new_values: dict[int, Any]) -> dict[int, Any]:
+        """After ``_update``: the new state (in place) and the new parameter values constrained
+        to where they belong; returns the new values."""
+        leaves, layout = self._tree_flatten()
+        targets = self._targets(layout, leaves)
+        leaves = [x if t is None else _constrain(x, t) for x, t in zip(leaves, targets)]
+        self._set_state(layout, leaves[0], leaves[1:])
+        self.__dict__["_fp_packed"] = leaves[0]
+        self.__dict__.pop("_fp_stale", None)
+        params = self._param_targets(layout)
+        return {
+            uid: v if params.get(uid) is None else _constrain(v, params[uid])
+            for uid, v in new_values.items()
+        }
 
     @classmethod
     def _tree_unflatten(cls, layout: _OptimizerLayout, leaves: Any) -> Optimizer:
@@ -936,6 +1093,8 @@ class Optimizer:
         d["_fp_packed"] = packed
         self._set_state(layout, packed, leaves[1:])
         d["_fp_facts"] = layout.facts
+        if layout.placement is not None and layout.placement[0] is not None:
+            d["_fp_state_sharding"] = layout.placement[0]
         self._remember_layout(layout)
 
     def __getattr__(self, name: str) -> Any:
@@ -1070,6 +1229,9 @@ class Optimizer:
                 "and dtypes."
             )
         new_opt, new_values = self._update(updates, slots)
+        placement = new_opt._layout().placement
+        if placement is not None:
+            new_values = new_opt._keep_placement(placement, new_values)
 
         def rebuild(module: Module) -> Module:
             d = module.__dict__
@@ -1211,6 +1373,8 @@ class Optimizer:
         self.param_groups = new_groups
         commit()
         self._state_changed()
+        if self._layout().placement is not None:
+            self._tree_flatten()  # the new state placed as the optimizer's placement says
 
     def _loaded_group(self, gi: int, group: ParamGroup, saved: Mapping[str, Any]) -> ParamGroup:
         """The new group ``gi`` from its saved options, every value checked (nothing set)."""
@@ -1367,6 +1531,75 @@ def _replicated(handles: Any) -> Any:
                 return jax.sharding.SingleDeviceSharding(devices[0])
             return None
     return None
+
+
+def _spread(sharding: Any) -> Any:
+    """``sharding`` if it spans several devices (a mesh placement to keep), else None."""
+    if isinstance(sharding, jax.sharding.Sharding) and len(sharding.device_set) > 1:
+        return sharding
+    return None
+
+
+def _explicit(mesh: Any) -> bool:
+    """Whether ``mesh`` has ``Explicit`` axes (shardings are then part of the array types)."""
+    explicit = jax.sharding.AxisType.Explicit
+    return any(t == explicit for t in getattr(mesh, "axis_types", ()))
+
+
+def canonical_sharding(sharding: Any, ndim: int) -> Any:
+    """``sharding`` spelled as a jitted step returns it, so that an array placed with it and
+    the same array returned by the step are the same input signature for ``jit``: on an
+    ``Auto`` mesh without trailing ``None``s (``P('data')``), on an ``Explicit`` one with an
+    entry per dimension (``P('data', None)``). Other shardings are returned as they are."""
+    if not isinstance(sharding, jax.sharding.NamedSharding) or len(sharding.spec) > ndim:
+        return sharding
+    entries = list(sharding.spec)
+    if _explicit(sharding.mesh):
+        entries += [None] * (ndim - len(entries))
+    else:
+        while entries and entries[-1] is None:
+            entries.pop()
+    if tuple(entries) == tuple(sharding.spec):
+        return sharding
+    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*entries))
+
+
+def _constrain(x: Any, sharding: Any) -> Any:
+    """``x`` placed as ``sharding``: a constraint for the SPMD partitioner, or a reshard on a
+    mesh with ``Explicit`` axes (where the sharding is part of the type and a constraint would
+    not change it)."""
+    if _explicit(getattr(sharding, "mesh", None)):
+        return jax.sharding.reshard(x, sharding)
+    return jax.lax.with_sharding_constraint(x, sharding)
+
+
+def _leaf_keys(
+    layout: _OptimizerLayout, owners: list[tuple[Parameter | None, str]]
+) -> list[jax.tree_util.GetAttrKey]:
+    """The tree-path keys of an optimizer's leaves (see ``Optimizer._tree_flatten_with_keys``).
+
+    One key per leaf (a pytree node gives each child one key, and the keyless flatten must stay
+    flat), spelled so that ``keystr`` reads as nested attributes and dict keys would. A
+    parameter is named by its ``state_dict`` key; over several models by the model's index
+    and the key (``state[1]['fc.weight']``); when it was never in a module, by its index in
+    the optimizer's ``state_dict()`` (``state['#3']``).
+    """
+    handles = [p for _, params_key, _ in layout.templates for p in params_key.handles]
+    index = {p.uid: i for i, p in enumerate(handles)}
+    several = any(p._place is not None and p._place[0] > 0 for p in handles)
+
+    def label(handle: Parameter) -> str:
+        place = handle._place
+        if place is None:
+            return f"[{'#' + str(index.get(handle.uid, handle.uid))!r}]"
+        return f"[{place[0]}][{place[1]!r}]" if several else f"[{place[1]!r}]"
+
+    keys = [jax.tree_util.GetAttrKey("hyperparameters")]
+    for handle, name in owners:
+        keys.append(
+            jax.tree_util.GetAttrKey(name if handle is None else f"state{label(handle)}{name}")
+        )
+    return keys
 
 
 def _scalar(value: Any) -> Any:

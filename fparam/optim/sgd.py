@@ -357,6 +357,13 @@ class SGD(Optimizer):
         momentum = self._momentum
         return [momentum[uid] for uid in self._buffer_uids(layout)]
 
+    def _state_owners(self, layout: Any, leaves: list[Any]) -> list[tuple[Any, str]]:
+        return [
+            (p, "['momentum_buffer']")
+            for gi, _ in layout.extras
+            for p in layout.templates[gi][1].handles
+        ]
+
     def _static_extras(self) -> Any:
         # (group index, its parameters' classes) for each group with momentum buffers.
         return tuple((gi, self._classes[gi]) for gi in sorted(self._initialized))
