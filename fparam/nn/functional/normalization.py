@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fparam.nn.functional import _sharding as S
+
 __all__ = [
     "batch_norm",
     "batch_norm_stats",
@@ -146,6 +148,19 @@ def _check_batch_norm(
         _check_dtype(name, value, input)
 
 
+def _against(v: jax.Array, x: jax.Array) -> jax.Array:
+    """``v`` (already of ``x``'s rank) placed to broadcast against ``x`` on an Explicit mesh:
+    on each dim ``x`` is sharded, ``v`` takes the same sharding; elsewhere it keeps its own less
+    ``x``'s axes (gathered: FSDP). Unchanged on an Auto mesh or one device."""
+    mesh = S.explicit_mesh(x, v)
+    if mesh is None:
+        return v
+    with S.within(mesh):
+        xs = S.spec(x)
+        entries = [e if n > 1 else None for e, n in zip(xs, v.shape)]
+        return S.matching(v, entries, S.used_axes(xs))
+
+
 def _normalize(
     x: jax.Array,
     mean: jax.Array,
@@ -156,12 +171,13 @@ def _normalize(
     shape: tuple[int, ...],
 ) -> jax.Array:
     """``(x - mean) / sqrt(var + eps) * weight + bias``; every vector reshaped to ``shape``."""
+    mean, var = _against(mean, x), _against(var, x)
     invstd = lax.rsqrt(var + jnp.asarray(eps, var.dtype))
     out = (x - mean) * invstd
     if weight is not None:
-        out = out * weight.reshape(shape)
+        out = out * _against(weight.reshape(shape), x)
     if bias is not None:
-        out = out + bias.reshape(shape)
+        out = out + _against(bias.reshape(shape), x)
     return out
 
 
@@ -492,7 +508,7 @@ def rms_norm(
     ms = jnp.mean(jnp.square(input), axis=axes, keepdims=True)
     out = input * lax.rsqrt(ms + jnp.asarray(eps, ms.dtype))
     if weight is not None:
-        out = out * weight.reshape((1,) * (input.ndim - len(shape)) + shape)
+        out = out * _against(weight.reshape((1,) * (input.ndim - len(shape)) + shape), input)
     return out
 
 
@@ -543,9 +559,9 @@ def group_norm(
     out = ((grouped - mean) * lax.rsqrt(var + jnp.asarray(eps, var.dtype))).reshape(input.shape)
     shape = _channel_shape(input.ndim, c)
     if weight is not None:
-        out = out * weight.reshape(shape)
+        out = out * _against(weight.reshape(shape), out)
     if bias is not None:
-        out = out + bias.reshape(shape)
+        out = out + _against(bias.reshape(shape), out)
     return out.astype(dtype)
 
 
