@@ -8,6 +8,9 @@ features), on a ``('data', 'model')`` mesh of shape (4, 2) and a ``('data',)`` m
 All layers of one placement run in one jitted train step (loss, ``fparam.value_and_grad``,
 ``opt.step``), compared with the same step on one device: losses, outputs, gradients, updated
 parameters and BatchNorm statistics, and the shardings of outputs, gradients and parameters.
+Four more layers (Bilinear, GroupNorm, PReLU, GRU) run under FSDP; the (8,) mesh runs without
+``jax.set_mesh`` (the arrays' types carry the mesh). On an Auto mesh the traced programs hold
+no resharding at all: the plain path is untouched.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from tests.distributed._devices import run_script
 
 SCRIPT = r"""
+import contextlib
 import numpy as np
 import jax, jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
@@ -54,13 +58,22 @@ LAYERS = {
     "LSTM": (nn.LSTM(4, 8, batch_first=True), normal(8, 5, 4), lambda m, x: m(x)[0]),
 }
 NAMES = list(LAYERS)
+# More layers whose functions have an Explicit-mesh path, checked under FSDP only.
+EXTRA = {
+    "Bilinear": (nn.Bilinear(4, 6, 8), (normal(8, 4), normal(8, 6)), lambda m, x: m(*x)),
+    "GroupNorm": (nn.GroupNorm(2, 8), normal(8, 8, 3), lambda m, x: m(x)),
+    "PReLU": (nn.PReLU(8), normal(8, 8, 3), lambda m, x: m(x)),
+    "GRU": (nn.GRU(4, 8, batch_first=True), normal(8, 5, 4), lambda m, x: m(x)[0]),
+}
+LAYERS.update(EXTRA)
+ALL = list(LAYERS)
 # Row parallelism: the input's features and the weight's in-features over 'model'.
 ROW = {"Linear": (P("data", "model"), P(None, "model")), "Conv2d": (P("data", "model"), P(None, "model"))}
 
 
 # Adam divides by the gradient's scale, so a gradient that is zero up to rounding (the key
 # bias of attention) moves by lr: SGD there.
-ADAM = {"Linear", "Conv1d", "ConvTranspose2d", "Embedding", "LayerNorm", "LSTM"}
+ADAM = {"Linear", "Conv1d", "ConvTranspose2d", "Embedding", "LayerNorm", "LSTM", "GRU", "PReLU"}
 
 
 def optimizers(names, models):
@@ -88,12 +101,12 @@ def step(names, models, opts, xs):
 
 
 train_step = jax.jit(step, static_argnums=0, compiler_options=FAST)
-models = tuple(LAYERS[n][0] for n in NAMES)
-inputs = tuple(LAYERS[n][1] for n in NAMES)
-reference = train_step(tuple(NAMES), models, optimizers(NAMES, models), inputs)
-reference = dict(zip(NAMES, zip(*jax.device_get(reference))))
+models = tuple(LAYERS[n][0] for n in ALL)
+inputs = tuple(LAYERS[n][1] for n in ALL)
+reference = train_step(tuple(ALL), models, optimizers(ALL, models), inputs)
+reference = dict(zip(ALL, zip(*jax.device_get(reference))))
 # Placed from host copies: a device_put from one device to a sharding compiles a program.
-on_host = dict(zip(NAMES, zip(jax.device_get(models), jax.device_get(inputs))))
+on_host = dict(zip(ALL, zip(jax.device_get(models), jax.device_get(inputs))))
 
 
 def spec_for(kind, name, leaf, mesh):
@@ -127,9 +140,10 @@ for shape, axes, kinds in (
     ((8,), ("data",), ("dp",)),
 ):
     mesh = jax.make_mesh(shape, axes, axis_types=(AxisType.Explicit,) * len(axes))
-    with jax.set_mesh(mesh):
+    # The (8,) mesh runs without jax.set_mesh: the arrays' types carry it.
+    with jax.set_mesh(mesh) if len(shape) == 2 else contextlib.nullcontext():
         for kind in kinds:
-            names = tuple(ROW) if kind == "row" else tuple(NAMES)
+            names = {"row": tuple(ROW), "fsdp": tuple(ALL)}.get(kind, tuple(NAMES))
             placed, placed_x = [], []
             for name in names:
                 m, x = on_host[name]
@@ -171,7 +185,7 @@ print(f"worst relative error {worst:.2e}")
 # On an Auto mesh the layers run their plain code: no reshard, no Auto-mode region.
 auto = jax.make_mesh((4, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
 with jax.set_mesh(auto):
-    for name, m, x in zip(NAMES, models, inputs):
+    for name, m, x in zip(ALL, models, inputs):
         m.eval()
         text = str(jax.make_jaxpr(lambda m, x: LAYERS[name][2](m, x))(m, x))
         assert "reshard" not in text and "mesh_cast" not in text, name

@@ -17,7 +17,10 @@ output sharding by one rule, the one ``DistributedDataParallel``, ``fully_shard`
   semantics; a weight sharded over ``'data'`` like the batch is all-gathered for the forward and
   its gradient is reduce-scattered back to the weight's sharding);
 - **a contraction over a sharded dim** (row parallelism: input features and the weight's
-  ``in_features`` both over ``'model'``) gives an unsharded, summed (all-reduced) feature dim.
+  ``in_features`` both over ``'model'``) gives an unsharded, summed (all-reduced) feature dim;
+- **elementwise parameters follow the input** (a norm's affine weight and bias, a PReLU
+  slope): they are resharded like the input's matching dims, so the output keeps the input's
+  sharding.
 
 Parameters keep their own sharding: only the copy used inside the forward is resharded, so the
 gradient (JAX transposes ``reshard``) and every optimizer state come out placed like the
@@ -38,10 +41,10 @@ from jax.sharding import PartitionSpec as P
 
 __all__ = [
     "Entry",
+    "against",
     "explicit_mesh",
     "gather_used",
     "in_auto",
-    "matching",
     "reshard",
     "spec",
     "used_axes",
@@ -128,15 +131,18 @@ def gather_used(w: jax.Array | None, used: Iterable[str]) -> jax.Array | None:
     return reshard(w, [without(e, used) for e in spec(w)])
 
 
-def matching(w: jax.Array, x_entries: Sequence[Entry], used: Iterable[str]) -> jax.Array:
-    """A parameter broadcast against an input dim by dim (a norm's affine weight, a bias).
-
-    Where the input is sharded on a dim the parameter takes the same sharding (a local slice);
-    elsewhere it keeps its own, less the axes in ``used`` (the input's axes: gathered).
+def against(v: jax.Array, x: jax.Array) -> jax.Array:
+    """A parameter or statistic ``v`` of ``x``'s rank, placed to broadcast against ``x``
+    elementwise (a norm's affine weight, a PReLU slope): it takes ``x``'s sharding on each dim
+    where it has more than one element (a local slice where ``x`` is sharded, a gather where
+    ``x`` is not), so the result keeps ``x``'s sharding. ``v`` itself on an Auto mesh or one
+    device.
     """
-    used = frozenset(used)
-    target = [xe if xe is not None else without(we, used) for we, xe in zip(spec(w), x_entries)]
-    return reshard(w, target)
+    mesh = explicit_mesh(x, v)
+    if mesh is None:
+        return v
+    with within(mesh):
+        return reshard(v, [e if n > 1 else None for e, n in zip(spec(x), v.shape)])
 
 
 def in_auto(fn: Callable[..., Any], out_specs: Any, *args: Any) -> Any:

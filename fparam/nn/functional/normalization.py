@@ -148,19 +148,6 @@ def _check_batch_norm(
         _check_dtype(name, value, input)
 
 
-def _against(v: jax.Array, x: jax.Array) -> jax.Array:
-    """``v`` (already of ``x``'s rank) placed to broadcast against ``x`` on an Explicit mesh:
-    on each dim ``x`` is sharded, ``v`` takes the same sharding; elsewhere it keeps its own less
-    ``x``'s axes (gathered: FSDP). Unchanged on an Auto mesh or one device."""
-    mesh = S.explicit_mesh(x, v)
-    if mesh is None:
-        return v
-    with S.within(mesh):
-        xs = S.spec(x)
-        entries = [e if n > 1 else None for e, n in zip(xs, v.shape)]
-        return S.matching(v, entries, S.used_axes(xs))
-
-
 def _normalize(
     x: jax.Array,
     mean: jax.Array,
@@ -171,13 +158,13 @@ def _normalize(
     shape: tuple[int, ...],
 ) -> jax.Array:
     """``(x - mean) / sqrt(var + eps) * weight + bias``; every vector reshaped to ``shape``."""
-    mean, var = _against(mean, x), _against(var, x)
+    mean, var = S.against(mean, x), S.against(var, x)
     invstd = lax.rsqrt(var + jnp.asarray(eps, var.dtype))
     out = (x - mean) * invstd
     if weight is not None:
-        out = out * _against(weight.reshape(shape), x)
+        out = out * S.against(weight.reshape(shape), x)
     if bias is not None:
-        out = out + _against(bias.reshape(shape), x)
+        out = out + S.against(bias.reshape(shape), x)
     return out
 
 
@@ -508,7 +495,7 @@ def rms_norm(
     ms = jnp.mean(jnp.square(input), axis=axes, keepdims=True)
     out = input * lax.rsqrt(ms + jnp.asarray(eps, ms.dtype))
     if weight is not None:
-        out = out * _against(weight.reshape((1,) * (input.ndim - len(shape)) + shape), input)
+        out = out * S.against(weight.reshape((1,) * (input.ndim - len(shape)) + shape), input)
     return out
 
 
@@ -551,6 +538,19 @@ def group_norm(
                 _GROUP_AFFINE.format(name=name, got=_list(value.shape), size=_list(input.shape))
             )
         _check_dtype(name, value, input)
+    mesh = S.explicit_mesh(input)
+    if mesh is not None:
+        # The grouping reshape mixes channels and positions: it runs with the axes in Auto
+        # mode, and the output keeps the input's sharding (the rule of _sharding).
+        with S.within(mesh):
+            xs = S.spec(input)
+            return S.in_auto(
+                lambda x, w, b: group_norm(x, num_groups, w, b, eps),
+                jax.sharding.PartitionSpec(*xs),
+                input,
+                S.gather_used(weight, S.used_axes(xs)),
+                S.gather_used(bias, S.used_axes(xs)),
+            )
     dtype = input.dtype
     input = _compute_input(input, weight, bias)
     grouped = input.reshape(n, num_groups, -1)
@@ -559,9 +559,9 @@ def group_norm(
     out = ((grouped - mean) * lax.rsqrt(var + jnp.asarray(eps, var.dtype))).reshape(input.shape)
     shape = _channel_shape(input.ndim, c)
     if weight is not None:
-        out = out * _against(weight.reshape(shape), out)
+        out = out * S.against(weight.reshape(shape), out)
     if bias is not None:
-        out = out + _against(bias.reshape(shape), out)
+        out = out + S.against(bias.reshape(shape), out)
     return out.astype(dtype)
 
 
