@@ -71,6 +71,18 @@ ALL = list(LAYERS)
 ROW = {"Linear": (P("data", "model"), P(None, "model")), "Conv2d": (P("data", "model"), P(None, "model"))}
 
 
+# Output shardings under TP (dim 0 of every parameter over 'model'), where the features are
+# sharded: a weight's out-dim over 'model' shards them (Linear, Conv*, MultiheadAttention's
+# out_proj); elsewhere outputs keep the input's sharding: ('data',) on the batch. A transposed
+# conv's dim 0 is its in-channels (a sharded contraction: summed) and an embedding's is the
+# vocabulary.
+TP_OUT = {
+    "Linear": ("data", "model"),
+    "Conv1d": ("data", "model"),
+    "Conv2d": ("data", "model"),
+    "MultiheadAttention": ("data", None, "model"),
+    "TransformerEncoderLayer": ("data", None, "model"),
+}
 # Adam divides by the gradient's scale, so a gradient that is zero up to rounding (the key
 # bias of attention) moves by lr: SGD there.
 ADAM = {"Linear", "Conv1d", "ConvTranspose2d", "Embedding", "LayerNorm", "LSTM", "GRU", "PReLU"}
@@ -177,9 +189,10 @@ for shape, axes, kinds in (
                 # The rule of fparam.nn.functional._sharding on the feature dim: the weight's
                 # out-dim sharding (TP), gathered when the batch uses the axis (FSDP), summed
                 # over a sharded contraction (row parallel).
-                if name in ROW:
-                    want = ("data", "model") if kind == "tp" else ("data",)
-                    assert leaf_spec(out) == want, (tag, out.sharding.spec)
+                want = ("data",)
+                if kind == "tp":
+                    want = TP_OUT.get(name, want)
+                assert leaf_spec(out) == want, (tag, out.sharding.spec)
 print(f"worst relative error {worst:.2e}")
 
 # On an Auto mesh the layers run their plain code: no reshard, no Auto-mode region.
