@@ -24,10 +24,16 @@ output sharding by one rule, the one ``DistributedDataParallel``, ``fully_shard`
 
 Parameters keep their own sharding: only the copy used inside the forward is resharded, so the
 gradient (JAX transposes ``reshard``) and every optimizer state come out placed like the
-parameter. Layers whose bodies hold reshapes, scans or custom derivatives (convolutions,
-attention, recurrences, ``bilinear``) apply the rule to their weights and their outputs and run
-the body with the mesh axes in ``Auto`` mode (``jax.sharding.auto_axes``), so that JAX's
-partitioner places the intermediates as it does on an ``Auto`` mesh.
+parameter. ``linear`` states the rule to JAX directly (``out_sharding``). Layers whose bodies
+hold reshapes, gathers, scans or custom derivatives (convolutions, ``embedding``, attention,
+recurrences, ``bilinear``, ``group_norm``) apply the rule to their weights and their outputs
+and run the body with the mesh axes in ``Auto`` mode (``jax.sharding.auto_axes``), so that
+JAX's partitioner places the intermediates as it does on an ``Auto`` mesh. Two refinements:
+a convolution's spatial dims come out unsharded (an input sharded there is gathered), and a
+recurrence's features come out unsharded (its hidden state feeds the next step whole).
+
+The check for an Explicit mesh runs once per trace; on an Auto mesh or one device the traced
+program is the same as without this module (``tests/distributed/test_explicit_mesh.py``).
 """
 
 from __future__ import annotations
