@@ -25,6 +25,8 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 import fparam
 from fparam import nn, optim
 
+LABELS = np.random.default_rng(1).integers(0, 8, 8)
+CLASS_WEIGHTS = jnp.linspace(0.5, 1.5, 8)
 FAST = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 rng = np.random.default_rng(0)
 
@@ -104,7 +106,10 @@ def step(names, models, opts, xs):
 
         def loss(m):
             y = call(m, x)
-            return jnp.sum(jnp.sin(y) * y), y
+            value = jnp.sum(jnp.sin(y) * y)
+            if name == "Linear":  # a class-dim gather on logits that TP shards over 'model'
+                value = value + nn.functional.cross_entropy(y, LABELS, weight=CLASS_WEIGHTS)
+            return value, y
 
         (value, y), g = fparam.value_and_grad(loss, has_aux=True)(m)
         m2, _ = opt.step(m, g)
