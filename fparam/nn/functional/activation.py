@@ -14,6 +14,7 @@ from jax.typing import DTypeLike
 
 from fparam._random import resolve_key
 from fparam.nn import _validation as V
+from fparam.nn.functional import _sharding as S
 from fparam.nn.functional.shape import _wrap_dim
 
 __all__ = [
@@ -598,7 +599,7 @@ def prelu(input: jax.Array, weight: jax.Array) -> jax.Array:
         slope = weight.reshape((1, n) + (1,) * (input.ndim - 2)) if input.ndim >= 2 else weight
     else:
         slope = weight.reshape(())
-    return jnp.where(input > 0, input, slope * input)
+    return jnp.where(input > 0, input, S.against(slope, input) * input)
 
 
 def rrelu(

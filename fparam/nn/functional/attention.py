@@ -52,9 +52,11 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from fparam._random import resolve_key
 from fparam.nn import _validation as V
+from fparam.nn.functional import _sharding as S
 from fparam.nn.functional.dropout import dropout as _dropout
 from fparam.nn.functional.linear import linear
 
@@ -609,6 +611,40 @@ def multi_head_attention_forward(
     for name, x in (("query", query), ("key", key), ("value", value)):
         V.check_array(fn, name, x)
     query, key, value = jnp.asarray(query), jnp.asarray(key), jnp.asarray(value)
+    mesh = S.explicit_mesh(query, key, value)
+    if mesh is not None:
+        arrays = {
+            "query": query,
+            "key": None if key is query else key,
+            "value": None if value is key else value,
+            "in_proj_weight": in_proj_weight,
+            "in_proj_bias": in_proj_bias,
+            "bias_k": bias_k,
+            "bias_v": bias_v,
+            "out_proj_weight": out_proj_weight,
+            "out_proj_bias": out_proj_bias,
+            "key_padding_mask": key_padding_mask,
+            "attn_mask": attn_mask,
+            "q_proj_weight": q_proj_weight,
+            "k_proj_weight": k_proj_weight,
+            "v_proj_weight": v_proj_weight,
+            "static_k": static_k,
+            "static_v": static_v,
+            "rng": rng,
+        }
+        options = {
+            "embed_dim_to_check": embed_dim_to_check,
+            "num_heads": num_heads,
+            "add_zero_attn": add_zero_attn,
+            "dropout_p": dropout_p,
+            "training": training,
+            "need_weights": need_weights,
+            "use_separate_proj_weight": use_separate_proj_weight,
+            "average_attn_weights": average_attn_weights,
+            "is_causal": is_causal,
+        }
+        with S.within(mesh):
+            return _explicit_mha(arrays, options)
     kpm = None if key_padding_mask is None else jnp.asarray(key_padding_mask)
     mask = None if attn_mask is None else jnp.asarray(attn_mask)
     is_batched = _mha_shape_check(query, key, value, kpm, mask, num_heads)
@@ -789,6 +825,48 @@ def multi_head_attention_forward(
     if not is_batched:
         out = out[:, 0]
     return out, None
+
+
+def _explicit_mha(
+    arrays: dict[str, Any], options: dict[str, Any]
+) -> tuple[jax.Array, jax.Array | None]:
+    """``multi_head_attention_forward`` on an Explicit mesh, by the rule of ``_sharding``.
+
+    The output keeps the query's sequence and batch sharding and takes ``out_proj_weight``'s
+    dim-0 sharding on its features, less the axes the inputs use; the attention weights keep
+    the query's batch and sequence sharding. Weights sharded over the inputs' axes are gathered
+    first (FSDP); the head reshapes and matmuls run with the axes in Auto mode. ``key is query``
+    and ``value is key`` are kept inside, so self-attention stays one packed projection.
+    """
+    query = arrays["query"]
+    inputs = [a for a in (query, arrays["key"], arrays["value"]) if a is not None]
+    used = S.used_axes(e for x in inputs for e in S.spec(x))
+    gathered = dict(arrays)
+    for name in ("in_proj_weight", "in_proj_bias", "out_proj_weight", "out_proj_bias"):
+        gathered[name] = S.gather_used(_optional(arrays[name]), used)
+    for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+        gathered[name] = S.gather_used(_optional(arrays[name]), used)
+    qs = S.spec(query)
+    out_w = _optional(gathered["out_proj_weight"])
+    feature = None if out_w is None or out_w.ndim != 2 else S.without(S.spec(out_w)[0], used)
+    if query.ndim == 3:
+        length, batch = qs[0], qs[1]
+        out = P(length, batch, feature)
+        averaged = options["average_attn_weights"]
+        weights = P(batch, length, None) if averaged else P(batch, None, length, None)
+    else:
+        out = P(qs[0], feature)
+        weights = P(qs[0], None) if options["average_attn_weights"] else P(None, qs[0], None)
+    weights_spec = weights if options["need_weights"] else None
+
+    def body(a: dict[str, Any]) -> tuple[jax.Array, jax.Array | None]:
+        q = a["query"]
+        k = q if a["key"] is None else a["key"]
+        v = k if a["value"] is None else a["value"]
+        rest = {n: x for n, x in a.items() if n not in ("query", "key", "value")}
+        return multi_head_attention_forward(q, k, v, **rest, **options)
+
+    return S.in_auto(body, (out, weights_spec), gathered)
 
 
 def _optional(x: jax.Array | None) -> jax.Array | None:

@@ -32,7 +32,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
+from jax.sharding import PartitionSpec as P
 
+from fparam.nn.functional import _sharding as S
 from fparam.nn.functional.padding import pad
 
 __all__ = [
@@ -642,12 +644,40 @@ def _conv(
         raise RuntimeError(_KERNEL_TOO_BIG.format(padded=_by_x(padded), kernel=_by_x(dilated)))
     _check_nonempty_spatial(x)
     _check_dtypes(x, weight, bias)
-    if n == 3:
-        y = _conv3d_as_2d(x, weight, strides, pads, dilations, groups)
+
+    def body(x: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.Array:
+        if n == 3:
+            y = _conv3d_as_2d(x, weight, strides, pads, dilations, groups)
+        else:
+            y = _strided_conv(x, weight, strides, pads, dilations, groups)
+        return _add_bias(y, bias)
+
+    mesh = S.explicit_mesh(x, weight, bias)
+    if mesh is None:
+        y = body(x, weight, bias)
     else:
-        y = _strided_conv(x, weight, strides, pads, dilations, groups)
-    y = _add_bias(y, bias)
+        with S.within(mesh):
+            y = _explicit_conv(body, x, weight, bias, out_dim=0)
     return y[0] if unbatched else y
+
+
+def _explicit_conv(
+    body: Any, x: jax.Array, weight: jax.Array, bias: jax.Array | None, out_dim: int | None
+) -> jax.Array:
+    """A convolution on an Explicit mesh, by the rule of ``_sharding``.
+
+    The batch dim keeps the input's sharding; the output channels take the weight's sharding on
+    ``out_dim`` (0 for OI[D]HW, 1 for an ungrouped transposed conv; None: unsharded) less the
+    axes the input uses (gathered first: FSDP); a sharded input-channel contraction is summed.
+    Spatial dims come out unsharded. The convolution itself runs with the axes in Auto mode.
+    """
+    xs = S.spec(x)
+    used = S.used_axes(xs)
+    w = S.gather_used(weight, S.used_axes(xs[:1] + xs[2:]))
+    feature = None if out_dim is None else S.without(S.spec(w)[out_dim], used)
+    b = None if bias is None else S.reshard(bias, (feature,))
+    out = P(xs[0], feature, *(None,) * (x.ndim - 2))
+    return S.in_auto(body, out, x, w, b)
 
 
 def _conv3d_as_2d(x, weight, strides, pads, dilations, groups):
@@ -776,13 +806,22 @@ def _conv_transpose(
         raise RuntimeError(_OUTPUT_TOO_SMALL.format(input=_by_x(x.shape[2:]), output=_by_x(out)))
     _check_dtypes(x, weight, bias)
 
-    if all(op < s for op, s in zip(out_pads, strides)):
-        y = _conv_transpose_fast_grads(
-            x, weight, tuple(strides), tuple(pads), tuple(out_pads), tuple(dilations), groups
-        )
-    else:  # output_padding >= stride (allowed when dilation > it): not a conv's input gradient
-        y = _conv_transpose_direct(x, weight, strides, pads, out_pads, dilations, groups)
-    y = _add_bias(y, bias)
+    def body(x: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.Array:
+        if all(op < s for op, s in zip(out_pads, strides)):
+            y = _conv_transpose_fast_grads(
+                x, weight, tuple(strides), tuple(pads), tuple(out_pads), tuple(dilations), groups
+            )
+        else:  # output_padding >= stride (allowed when dilation > it): not a conv's input grad
+            y = _conv_transpose_direct(x, weight, strides, pads, out_pads, dilations, groups)
+        return _add_bias(y, bias)
+
+    mesh = S.explicit_mesh(x, weight, bias)
+    if mesh is None:
+        y = body(x, weight, bias)
+    else:
+        # With groups, output channel g * C_out/G + j is not weight dim 1's index j.
+        with S.within(mesh):
+            y = _explicit_conv(body, x, weight, bias, out_dim=1 if groups == 1 else None)
     return y[0] if unbatched else y
 
 

@@ -6,8 +6,10 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from fparam.nn import _validation as V
+from fparam.nn.functional import _sharding as S
 
 __all__ = ["bilinear", "linear"]
 
@@ -95,17 +97,46 @@ def linear(input: jax.Array, weight: jax.Array, bias: jax.Array | None = None) -
             raise RuntimeError(_BIAS_WITH_VECTOR)
         if weight.shape[0] != in_features:
             raise RuntimeError(_VECTOR_SIZE.format(a=in_features, b=weight.shape[0]))
+    else:
+        out_features, w_in = weight.shape
+        if w_in != in_features:
+            rows = math.prod(input.shape[:-1])
+            raise RuntimeError(_SHAPES.format(m=rows, k=in_features, k2=w_in, n=out_features))
+    if bias is not None:
+        bias = jnp.asarray(bias)
+        if bias.dtype != input.dtype:
+            raise RuntimeError(_BIAS_DTYPE.format(a=input.dtype, b=bias.dtype))
+    mesh = S.explicit_mesh(input, weight, bias)
+    if mesh is not None:
+        with S.within(mesh):
+            return _linear_explicit(input, weight, bias)
+    if weight.ndim == 1:
         return jnp.matmul(input, weight)
-    out_features, w_in = weight.shape
-    if w_in != in_features:
-        rows = math.prod(input.shape[:-1])
-        raise RuntimeError(_SHAPES.format(m=rows, k=in_features, k2=w_in, n=out_features))
     y = jnp.matmul(input, weight.T)
     if bias is None:
         return y
-    bias = jnp.asarray(bias)
-    if bias.dtype != y.dtype:
-        raise RuntimeError(_BIAS_DTYPE.format(a=y.dtype, b=bias.dtype))
+    return y + _broadcast_bias(bias, y.shape)
+
+
+def _linear_explicit(input: jax.Array, weight: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """``linear`` on an Explicit mesh, by the rule of ``_sharding``: the batch dims keep the
+    input's sharding, the weight's in-dim follows the input's features (a sharded contraction
+    is summed: row parallel), its out-dim keeps its own sharding (column parallel) less the axes
+    the input uses (gathered: FSDP)."""
+    xs = S.spec(input)
+    batch, contracted = xs[:-1], xs[-1]
+    if weight.ndim == 1:
+        w = S.reshard(weight, (contracted,))
+        return jnp.matmul(input, w, out_sharding=P(*batch))
+    feature = S.without(S.spec(weight)[0], S.used_axes(xs))
+    w = S.reshard(weight, (feature, contracted))
+    y = jnp.matmul(input, w.T, out_sharding=P(*batch, feature))
+    if bias is None:
+        return y
+    tail = y.shape[y.ndim - bias.ndim :]
+    if bias.ndim <= y.ndim and all(n in (1, m) for n, m in zip(bias.shape, tail)):
+        ys = S.spec(y)[y.ndim - bias.ndim :]
+        bias = S.reshard(bias, [e if n > 1 else None for e, n in zip(ys, bias.shape)])
     return y + _broadcast_bias(bias, y.shape)
 
 
@@ -178,6 +209,20 @@ def bilinear(
             raise RuntimeError(_BILINEAR_BIAS_RANK.format(shape=_sizes(b.shape)))
         if b.shape[0] != out:
             raise RuntimeError(_BILINEAR_SIZE.format(what="bias", got=b.shape[0], want=out))
-    # (x1 W) first: (*, out, in2), then contracted with x2, as one einsum.
-    y = jnp.einsum("...i,oij,...j->...o", x1, w, x2)
-    return y if b is None else y + jnp.broadcast_to(b, y.shape)
+
+    def body(x1: jax.Array, x2: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
+        # (x1 W) first: (*, out, in2), then contracted with x2, as one einsum.
+        y = jnp.einsum("...i,oij,...j->...o", x1, w, x2)
+        return y if b is None else y + jnp.broadcast_to(b, y.shape)
+
+    mesh = S.explicit_mesh(x1, x2, w, b)
+    if mesh is None:
+        return body(x1, x2, w, b)
+    # The rule of _sharding, as for linear; the three-way contraction runs in Auto mode.
+    with S.within(mesh):
+        s1 = S.spec(x1)
+        used = S.used_axes(s1) | S.used_axes(S.spec(x2))
+        w = S.gather_used(w, used)
+        feature = S.without(S.spec(w)[0], used)
+        b = None if b is None else S.reshard(b, (feature,))
+        return S.in_auto(body, P(*s1[:-1], feature), x1, x2, w, b)

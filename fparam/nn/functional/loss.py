@@ -29,8 +29,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from fparam.nn import _validation as V
+from fparam.nn.functional import _sharding as S
 
 __all__ = [
     "binary_cross_entropy",
@@ -289,6 +291,31 @@ def _check_bounds(target: Any, ignore_index: int, n_classes: int) -> None:
         raise IndexError(_OUT_OF_BOUNDS.format(target=int(values[bad].flat[0])))
 
 
+def _pick(logp: jax.Array, safe: jax.Array, class_dim: int) -> jax.Array:
+    """``logp`` at class ``safe`` along ``class_dim``. On an Explicit mesh the gather runs with
+    the axes in Auto mode (the classes may be sharded: tensor-parallel logits) and the result
+    keeps the target's sharding (see ``_sharding``)."""
+
+    def pick(logp: jax.Array, safe: jax.Array) -> jax.Array:
+        index = jnp.expand_dims(safe, class_dim)
+        return jnp.take_along_axis(logp, index, axis=class_dim).squeeze(class_dim)
+
+    mesh = S.explicit_mesh(logp, safe)
+    if mesh is None:
+        return pick(logp, safe)
+    with S.within(mesh):
+        return S.in_auto(pick, P(*S.spec(safe)), logp, safe)
+
+
+def _take(weight: jax.Array, safe: jax.Array) -> jax.Array:
+    """``weight[safe]`` (class weights per element), placed like ``safe`` on an Explicit mesh."""
+    mesh = S.explicit_mesh(weight, safe)
+    if mesh is None:
+        return jnp.take(weight, safe)
+    with S.within(mesh):
+        return S.in_auto(jnp.take, P(*S.spec(safe)), weight, safe)
+
+
 def _index_terms(
     logp: jax.Array,
     target: jax.Array,
@@ -315,13 +342,12 @@ def _index_terms(
     if n_classes == 0:
         picked = jnp.zeros(target.shape, logp.dtype)
     else:
-        index = jnp.expand_dims(safe, class_dim)
-        picked = jnp.take_along_axis(logp, index, axis=class_dim).squeeze(class_dim)
+        picked = _pick(logp, safe, class_dim)
     if weight is None:
         loss = -picked
         total = jnp.sum(valid, dtype=logp.dtype)
     else:
-        w = jnp.take(weight, safe) if n_classes else jnp.zeros(target.shape, logp.dtype)
+        w = _take(weight, safe) if n_classes else jnp.zeros(target.shape, logp.dtype)
         loss = -w * picked
         total = jnp.sum(jnp.where(valid, w, 0))
     loss = jnp.where(valid, loss, 0)

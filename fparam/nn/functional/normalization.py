@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fparam.nn.functional import _sharding as S
+
 __all__ = [
     "batch_norm",
     "batch_norm_stats",
@@ -165,12 +167,13 @@ def _normalize(
     shape: tuple[int, ...],
 ) -> jax.Array:
     """``(x - mean) / sqrt(var + eps) * weight + bias``; every vector reshaped to ``shape``."""
+    mean, var = S.against(mean, x), S.against(var, x)
     invstd = lax.rsqrt(var + jnp.asarray(eps, var.dtype))
     out = (x - mean) * invstd
     if weight is not None:
-        out = out * weight.reshape(shape)
+        out = out * S.against(weight.reshape(shape), x)
     if bias is not None:
-        out = out + bias.reshape(shape)
+        out = out + S.against(bias.reshape(shape), x)
     return out
 
 
@@ -527,7 +530,7 @@ def rms_norm(
     ms = jnp.mean(jnp.square(input), axis=axes, keepdims=True)
     out = input * lax.rsqrt(ms + jnp.asarray(eps, ms.dtype))
     if weight is not None:
-        out = out * weight.reshape((1,) * (input.ndim - len(shape)) + shape)
+        out = out * S.against(weight.reshape((1,) * (input.ndim - len(shape)) + shape), input)
     return out
 
 
@@ -570,6 +573,19 @@ def group_norm(
                 _GROUP_AFFINE.format(name=name, got=_list(value.shape), size=_list(input.shape))
             )
         _check_dtype(name, value, input)
+    mesh = S.explicit_mesh(input)
+    if mesh is not None:
+        # The grouping reshape mixes channels and positions: it runs with the axes in Auto
+        # mode, and the output keeps the input's sharding (the rule of _sharding).
+        with S.within(mesh):
+            xs = S.spec(input)
+            return S.in_auto(
+                lambda x, w, b: group_norm(x, num_groups, w, b, eps),
+                jax.sharding.PartitionSpec(*xs),
+                input,
+                S.gather_used(weight, S.used_axes(xs)),
+                S.gather_used(bias, S.used_axes(xs)),
+            )
     dtype = input.dtype
     input = _compute_input(input, weight, bias)
     grouped = input.reshape(n, num_groups, -1)
@@ -578,9 +594,9 @@ def group_norm(
     out = ((grouped - mean) * lax.rsqrt(var + jnp.asarray(eps, var.dtype))).reshape(input.shape)
     shape = _channel_shape(input.ndim, c)
     if weight is not None:
-        out = out * weight.reshape(shape)
+        out = out * S.against(weight.reshape(shape), out)
     if bias is not None:
-        out = out + bias.reshape(shape)
+        out = out + S.against(bias.reshape(shape), out)
     return out.astype(dtype)
 
 

@@ -28,7 +28,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
+from fparam.nn.functional import _sharding as S
 from fparam.nn.functional.dropout import dropout as _dropout
 
 __all__ = ["MODES", "cell", "rnn"]
@@ -87,7 +89,26 @@ def cell(
     b_hh: jax.Array | None,
 ) -> tuple[jax.Array, jax.Array | None]:
     """One step of a cell (``RNNCell``/``LSTMCell``/``GRUCell``): ``(h', c')`` (``c'`` is None
-    except for ``'LSTM'``). Shapes are the caller's to check: ``input (B, I)``, ``h (B, H)``."""
+    except for ``'LSTM'``). Shapes are the caller's to check: ``input (B, I)``, ``h (B, H)``.
+
+    On an Explicit mesh the new state keeps the input's batch sharding (weights sharded over
+    the input's axes are gathered first: FSDP) and the step runs with the axes in Auto mode.
+    """
+    mesh = S.explicit_mesh(input, h, c)
+    if mesh is not None:
+        with S.within(mesh):
+            xs = S.spec(input)
+            used = S.used_axes(xs)
+            ws = [S.gather_used(w, used) for w in (w_ih, w_hh, b_ih, b_hh)]
+            state = P(*xs[:-1], None)
+            return S.in_auto(
+                lambda x, h, c, ws: cell(mode, x, h, c, *ws),
+                (state, None if c is None else state),
+                input,
+                h,
+                c,
+                ws,
+            )
     return _step(mode, _linear(input, w_ih, b_ih), h, c, w_hh, b_hh, None)
 
 
@@ -156,6 +177,12 @@ def rnn(
     ``(output (T, B, num_directions * H_out), h_n, c_n)`` with ``h_n``/``c_n`` stacked like
     ``h0``/``c0`` (``c_n`` None except for ``'LSTM'``).
     """
+    mesh = S.explicit_mesh(input, h0, c0)
+    if mesh is not None:
+        with S.within(mesh):
+            return _explicit_rnn(
+                mode, input, h0, c0, weights, num_layers, bidirectional, dropout, training, lengths
+            )
     num_directions = 2 if bidirectional else 1
     mask: Any = None
     if isinstance(lengths, np.ndarray):  # host lengths (a PackedSequence): a constant mask
@@ -186,3 +213,43 @@ def rnn(
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = _dropout(layer_input, dropout, True)
     return layer_input, jnp.stack(h_n), (jnp.stack(c_n) if c_n else None)
+
+
+def _explicit_rnn(
+    mode: str,
+    input: jax.Array,
+    h0: jax.Array,
+    c0: jax.Array | None,
+    weights: Sequence[Weights],
+    num_layers: int,
+    bidirectional: bool,
+    dropout: float,
+    training: bool,
+    lengths: jax.Array | np.ndarray | None,
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """``rnn`` on an Explicit mesh, by the rule of ``_sharding``: the output and the final
+    states keep the input's time and batch sharding (features unsharded: the hidden state feeds
+    the next step's matmul whole); weights sharded over the input's axes are gathered (FSDP).
+    The recurrence runs with the axes in Auto mode, so its carry may take any sharding."""
+    xs = S.spec(input)
+    used = S.used_axes(xs)
+    gathered = [tuple(S.gather_used(w, used) for w in ws) for ws in weights]
+    state = P(None, xs[1], None)
+    outs = (P(xs[0], xs[1], None), state, None if c0 is None else state)
+    host = lengths if isinstance(lengths, np.ndarray) else None
+
+    def body(x: Any, h: Any, c: Any, ws: Any, n: Any) -> Any:
+        return rnn(
+            mode,
+            x,
+            h,
+            c,
+            ws,
+            num_layers,
+            bidirectional,
+            dropout,
+            training,
+            host if n is None else n,
+        )
+
+    return S.in_auto(body, outs, input, h0, c0, gathered, None if host is not None else lengths)

@@ -35,9 +35,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from fparam._module import _is_tracer, write_back
 from fparam.nn import _validation as V
+from fparam.nn.functional import _sharding as S
 
 __all__ = ["embedding", "embedding_bag", "one_hot"]
 
@@ -160,6 +162,23 @@ def _embedding(
 
     ``padding_idx`` must already be normalised (non-negative or ``None``).
     """
+    mesh = S.explicit_mesh(input, weight)
+    if mesh is not None:
+        with S.within(mesh):
+            return _explicit_embedding(
+                input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq
+            )
+    return _lookup(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq)
+
+
+def _lookup(
+    input: jax.Array,
+    weight: jax.Array,
+    padding_idx: int | None,
+    max_norm: float | None,
+    norm_type: float,
+    scale_grad_by_freq: bool,
+) -> tuple[jax.Array, jax.Array | None]:
     new_weight = None
     if max_norm is not None:
         weight = new_weight = _renorm(weight, input.reshape(-1), max_norm, norm_type)
@@ -168,6 +187,30 @@ def _embedding(
     if scale is not None:
         out = _with_grad_scale(out, scale[..., None].astype(out.dtype))
     return out, new_weight
+
+
+def _explicit_embedding(
+    input: jax.Array,
+    weight: jax.Array,
+    padding_idx: int | None,
+    max_norm: float | None,
+    norm_type: float,
+    scale_grad_by_freq: bool,
+) -> tuple[jax.Array, jax.Array | None]:
+    """``_embedding`` on an Explicit mesh, by the rule of ``_sharding``: the looked-up rows keep
+    the indices' sharding, the embedding dim takes the table's dim-1 sharding less the axes the
+    indices use (the table is gathered over those: FSDP); a renormalised table keeps the
+    table's sharding. The lookup runs with the axes in Auto mode."""
+    xs = S.spec(input)
+    used = S.used_axes(xs)
+    w = S.gather_used(weight, used)
+    out = P(*xs, S.spec(w)[1])
+    new = None if max_norm is None else P(*S.spec(weight))
+
+    def body(i: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        return _lookup(i, w, padding_idx, max_norm, norm_type, scale_grad_by_freq)
+
+    return S.in_auto(body, (out, new), input, w)
 
 
 def _check_weight(weight: Any) -> jax.Array:
