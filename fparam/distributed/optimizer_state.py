@@ -19,13 +19,13 @@ later (a momentum given to a group, ``amsgrad`` switched on) all land on the sam
 
 from __future__ import annotations
 
-import math
 from typing import Any, TypeVar
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fparam._module import _is_tracer, _typename
+from fparam.distributed.placement import ShardFirstDivisible
 from fparam.optim.optimizer import Optimizer, canonical_sharding
 
 __all__ = ["StateSharding", "shard_optimizer_state"]
@@ -92,22 +92,8 @@ class StateSharding:
 
     def spec(self, shape: tuple[int, ...], current: PartitionSpec | None = None) -> PartitionSpec:
         """The spec of a state array of ``shape`` whose parameter has spec ``current``."""
-        entries: list[Any] = list(current or ())[: len(shape)]
-        entries += [None] * (len(shape) - len(entries))
-        used = {a for entry in entries for a in _names(entry)}
-        names = tuple(n for n in _names(self.axis) if n not in used)
-        if not names or not shape or math.prod(shape) < self.min_size:
-            return PartitionSpec(*entries)
-        count = math.prod(self.mesh.shape[n] for n in names)
-        unsharded = [d for d, entry in enumerate(entries) if entry is None]
-        sharded = [d for d, entry in enumerate(entries) if entry is not None]
-        for dim in unsharded + sharded:
-            have = math.prod(self.mesh.shape[n] for n in _names(entries[dim]))
-            if shape[dim] % (have * count) == 0:
-                joined = _names(entries[dim]) + names
-                entries[dim] = joined[0] if len(joined) == 1 else joined
-                break
-        return PartitionSpec(*entries)
+        rule = ShardFirstDivisible(self.axis, min_size=self.min_size)
+        return rule.spec("optimizer state", shape, self.mesh, current=current)
 
     def state_sharding(self, shape: tuple[int, ...], param: Any) -> NamedSharding:
         """Where a state array of ``shape`` goes; ``param``: its parameter's sharding (None
@@ -121,12 +107,6 @@ class StateSharding:
             current = param.spec
         # Spelled as a jitted step returns it: the same input signature before and after.
         return canonical_sharding(NamedSharding(self.mesh, self.spec(shape, current)), len(shape))
-
-
-def _names(entry: Any) -> tuple[str, ...]:
-    if entry is None:
-        return ()
-    return tuple(entry) if isinstance(entry, tuple) else (entry,)
 
 
 def shard_optimizer_state(

@@ -407,15 +407,14 @@ def _current_spec(array: Any, mesh: Mesh) -> PartitionSpec | None:
     return None
 
 
-def _canonical(spec: PartitionSpec, ndim: int) -> PartitionSpec:
-    """``spec`` without trailing ``None`` entries: the form in which a jitted step returns an
-    output whose placement it derived (``P('data')``, not ``P('data', None)``; ``P()``, not
-    ``P(None)``). Placing an array in another spelling of the same placement would make the
+def _canonical(spec: PartitionSpec, ndim: int, mesh: Mesh) -> PartitionSpec:
+    """``spec`` in the form a jitted step returns an output whose placement it derived
+    (``P('data')``, not ``P('data', None)``, on an ``Auto`` mesh; one entry per dimension on an
+    ``Explicit`` one). Placing an array in another spelling of the same placement would make the
     step's outputs differ from its inputs, and the next call would compile again."""
-    entries = _entries(spec, ndim)
-    while entries and entries[-1] is None:
-        entries.pop()
-    return PartitionSpec(*entries)
+    from fparam.optim.optimizer import canonical_sharding
+
+    return canonical_sharding(NamedSharding(mesh, PartitionSpec(*_entries(spec, ndim))), ndim).spec
 
 
 def _plan_specs(
@@ -437,7 +436,7 @@ def _plan_specs(
                 break
         else:
             spec = current if current is not None else PartitionSpec()
-        specs[key] = _canonical(spec, len(shape))
+        specs[key] = _canonical(spec, len(shape), mesh)
     for (pattern, regex, _), hit in zip(compiled, used):
         if hit:
             continue
