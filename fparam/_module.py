@@ -1341,7 +1341,7 @@ class Module:
                 and old.committed
                 and array.sharding != old.sharding
             ):
-                array = jax.device_put(array, old.sharding)
+                array = _convert.put(array, old.sharding)
             self.__dict__[name] = array
             _note_owner(array, self, name)
 
@@ -1902,7 +1902,7 @@ def _converted(array: Any, current: Any, assign: bool, key: str) -> tuple[str | 
     if isinstance(current, jax.Array) and current.committed:
         # Keep an explicit placement (a device or a sharding the user chose); an uncommitted
         # array stays uncommitted, so jit sees the same input placement.
-        new = jax.device_put(new, current.sharding)
+        new = _convert.put(new, current.sharding)
     return None, new
 
 

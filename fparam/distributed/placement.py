@@ -35,9 +35,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import jax
-import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fparam import _convert
 from fparam._module import Module, _note_owner
 
 __all__ = [
@@ -488,19 +488,6 @@ def plan_shardings(model: Module, mesh: Mesh, plan: Mapping[str, Any] | None = N
     return _tree_of(model, mesh, _plan_specs(model, mesh, plan or {}, compose=False))
 
 
-def _source(array: Any, target: NamedSharding) -> Any:
-    """What to hand ``device_put`` to split ``array`` over ``target``: an array held whole on
-    one device goes through the host, as JAX splits it there for nothing, where splitting it on
-    the device compiles a slicing program per shape and placement."""
-    if (
-        isinstance(array, jax.Array)
-        and len(array.sharding.device_set) == 1
-        and not target.is_fully_replicated
-    ):
-        return np.asarray(array)
-    return array
-
-
 def _place_in_place(
     model: Module, function: str, mesh: Mesh, specs: Mapping[str, PartitionSpec]
 ) -> None:
@@ -511,10 +498,7 @@ def _place_in_place(
         target = NamedSharding(mesh, specs[key])
         if getattr(array, "sharding", None) != target:
             writes.append((module, name, target, array))
-    placed = [
-        (module, name, jax.device_put(_source(array, target), target))
-        for module, name, target, array in writes
-    ]
+    placed = [(module, name, _convert.put(array, target)) for module, name, target, array in writes]
     for module, name, new in placed:
         module.__dict__[name] = new
         _note_owner(new, module, name)

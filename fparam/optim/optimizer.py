@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import jax
 import numpy as np
 
+from fparam import _convert
 from fparam._module import (
     Module,
     Parameter,
@@ -1043,7 +1044,7 @@ class Optimizer:
                 and not _is_tracer(leaf)
                 and not leaf.sharding.is_equivalent_to(target, leaf.ndim)
             ):
-                new[i] = jax.device_put(leaf, target)
+                new[i] = _convert.put(leaf, target)
                 moved = True
         if moved:
             self._set_state(layout, new[0], new[1:])

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fparam import _convert
 from fparam._module import _is_tracer, _torch_to_numpy, _typename
 from fparam.optim._errors import (
     LOAD_BAD_ENTRY,
@@ -531,7 +532,7 @@ def loaded_buffer(value: Any, key: str, saved_id: Any, handle: Any) -> jax.Array
         )
     buffer = jnp.array(array, dtype=handle.dtype, copy=True)
     sharding = getattr(handle.data, "sharding", None)  # the parameter's placement
-    return buffer if sharding is None else jax.device_put(buffer, sharding)
+    return buffer if sharding is None else _convert.put(buffer, sharding)
 
 
 def _checkpoint_array(value: Any, where: str) -> Any:
