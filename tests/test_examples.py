@@ -283,3 +283,28 @@ def test_sharded_example_trains_on_8_simulated_devices_with_a_2d_plan():
     assert "ms per step" in out, out
     accuracy = float(out.split("held-out accuracy: ")[1].split()[0])
     assert 0.0 <= accuracy <= 1.0 and "3 steps" in out, out
+
+
+def test_sharded_example_runs_as_two_processes():
+    """The documented multi-process launch: two local processes of 4 CPU devices each form
+    one 8-device job (jax.distributed.initialize with a localhost coordinator)."""
+    from tests.distributed._devices import run_processes
+
+    argv = [
+        sys.executable,
+        str(EXAMPLES / "train_digits_sharded.py"),
+        *("--plan", "fsdp", "--epochs", "1", "--max-batches", "3"),
+        *(
+            "--coordinator",
+            "localhost:{port}",
+            "--num-processes",
+            "2",
+            "--process-id",
+            "{process_id}",
+        ),
+    ]
+    first, second = run_processes(argv, processes=2, devices=4)
+    # process 0 reports for the job; process 1 trains its half of each batch silently
+    assert "plan fsdp: 8 cpu device(s) in 2 process(es)" in first, first
+    assert "3 steps" in first and "held-out accuracy: " in first, first
+    assert "held-out accuracy" not in second, second

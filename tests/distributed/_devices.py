@@ -9,9 +9,11 @@ and this checkout's ``fparam`` first on the path.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,3 +64,55 @@ def run_script(
             f"{result.stderr[-6000:]}\n--- stdout ---\n{result.stdout[-2000:]}"
         )
     return result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def run_processes(
+    argv: list[str], *, processes: int = 2, devices: int = 4, timeout: float = 180
+) -> list[str]:
+    """Run ``processes`` children that form one JAX job (``devices`` CPU devices each); return
+    their stdouts. In ``argv``, ``{port}`` becomes a free localhost port for the coordinator and
+    ``{process_id}`` the child's index. A child that fails or hangs fails the test, and the
+    others are killed (one left waiting on the coordinator would never end)."""
+    port = str(_free_port())
+    children = [
+        subprocess.Popen(
+            [arg.replace("{port}", port).replace("{process_id}", str(i)) for arg in argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment(devices),
+            cwd=ROOT,
+        )
+        for i in range(processes)
+    ]
+    deadline = time.monotonic() + timeout
+    outputs: list[tuple[str, str]] = [("", "")] * processes
+    try:
+        pending = set(range(processes))
+        while pending:
+            for i in sorted(pending):
+                child = children[i]
+                if child.poll() is None:
+                    continue
+                pending.discard(i)
+                outputs[i] = child.communicate()
+                if child.returncode != 0:
+                    raise AssertionError(
+                        f"process {i} of {processes} failed (exit {child.returncode}):\n"
+                        f"{outputs[i][1][-6000:]}\n--- stdout ---\n{outputs[i][0][-2000:]}"
+                    )
+            if pending and time.monotonic() > deadline:
+                raise AssertionError(f"processes {sorted(pending)} still running after {timeout} s")
+            time.sleep(0.05)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+    return [out for out, _ in outputs]

@@ -8,13 +8,10 @@ JAX 0.10.2: nothing to configure.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import textwrap
-import time
 
-from tests.distributed._devices import PRELUDE, environment
+from tests.distributed._devices import PRELUDE, run_processes
 
 SCRIPT = r"""
 import importlib.util
@@ -120,57 +117,9 @@ print("ok")
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def run_processes(source: str, *, processes: int = 2, devices: int = 4, timeout: float = 180):
-    """Run ``source`` in ``processes`` children (``devices`` CPU devices each) with arguments
-    ``port process_id``; return their stdouts. A child that fails or hangs fails the test, and
-    the others are killed (one left waiting on the coordinator would never end)."""
-    code = PRELUDE + textwrap.dedent(source)
-    port = str(_free_port())
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, port, str(i)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=environment(devices),
-        )
-        for i in range(processes)
-    ]
-    deadline = time.monotonic() + timeout
-    outputs: list[tuple[str, str]] = [("", "")] * processes
-    try:
-        pending = set(range(processes))
-        while pending:
-            for i in sorted(pending):
-                child = children[i]
-                if child.poll() is None:
-                    continue
-                pending.discard(i)
-                outputs[i] = child.communicate()
-                if child.returncode != 0:
-                    raise AssertionError(
-                        f"process {i} of {processes} failed (exit {child.returncode}):\n"
-                        f"{outputs[i][1][-6000:]}\n--- stdout ---\n{outputs[i][0][-2000:]}"
-                    )
-            if pending and time.monotonic() > deadline:
-                raise AssertionError(f"processes {sorted(pending)} still running after {timeout} s")
-            time.sleep(0.05)
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.communicate()
-    return [out for out, _ in outputs]
-
-
 def test_two_processes_train_fully_sharded_to_the_one_device_result():
-    outputs = run_processes(SCRIPT, processes=2, devices=4)
+    code = PRELUDE + textwrap.dedent(SCRIPT)
+    outputs = run_processes([sys.executable, "-c", code, "{port}", "{process_id}"], devices=4)
     for i, out in enumerate(outputs):
         assert out.rstrip().endswith("ok"), out
         assert f"process {i}: " in out, out
