@@ -175,7 +175,9 @@ class ShardFirstDivisible(Rule):
                 )
         entries = _entries(current, len(shape))
         used = {a for entry in entries for a in _axis_tuple(entry)}
-        names = tuple(n for n in names if n not in used)
+        # An axis of size 1 splits nothing; naming it would only make two spellings of one
+        # placement, and a jitted step returns the other one (a second compile).
+        names = tuple(n for n in names if n not in used and mesh.shape[n] > 1)
         if not names or math.prod(shape) < self.min_size:
             return PartitionSpec(*entries)
         count = math.prod(mesh.shape[n] for n in names)

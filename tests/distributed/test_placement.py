@@ -344,3 +344,26 @@ def test_placement_on_eight_devices() -> None:
         "heads ok",
         "trees ok",
     ], out
+
+
+def test_one_device_mesh_trains_with_one_compile() -> None:
+    """An axis of size 1 splits nothing: FSDP over it must not name it, or the step returns the
+    other spelling of the same placement and compiles a second time."""
+    import fparam
+    from fparam import optim
+
+    mesh = _mesh()
+    model = dist.fully_shard(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), mesh=mesh)
+    assert {v.sharding.spec for v in model.state_dict().values()} == {P()}
+    opt = optim.Adam(model.parameters(), lr=0.1)
+    criterion = nn.CrossEntropyLoss()
+    x, y = np.ones((4, 4), np.float32), np.zeros(4, np.int32)
+
+    @jax.jit
+    def step(model, opt):
+        loss, grads = fparam.value_and_grad(lambda m: criterion(m(x), y))(model)
+        return (*opt.step(model, grads), loss)
+
+    for _ in range(3):
+        model, opt, _ = step(model, opt)
+    assert step._cache_size() == 1
