@@ -147,7 +147,8 @@ class ShardFirstDivisible(Rule):
     What FSDP (torch's ``fully_shard``) and ZeRO-3 do with parameters: each device keeps a
     slice, and the partitioner gathers a parameter where a computation needs it whole. A
     dimension already sharded over other axes is skipped in favour of an unsharded one; when
-    only sharded ones divide, the axis is added to the first of them that still divides.
+    only sharded ones divide, the axis is added to the first of them that still divides. A mesh
+    axis of size 1 splits nothing and is not named (on a one-device mesh everything is ``P()``).
 
     Arguments:
         axis: a mesh axis name, or a tuple of names sharding together.
