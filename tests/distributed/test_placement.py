@@ -6,6 +6,8 @@ runs in one child process with 8 simulated CPU devices.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import numpy as np
 import pytest
@@ -367,3 +369,26 @@ def test_one_device_mesh_trains_with_one_compile() -> None:
     for _ in range(3):
         model, opt, _ = step(model, opt)
     assert step._cache_size() == 1
+
+
+def test_rule_and_init_errors_name_what_is_wrong() -> None:
+    mesh = _mesh()
+    model = nn.Sequential(nn.Linear(4, 6))
+    before = model[0].weight
+    with pytest.raises(ValueError, match=r"'0\.weight' of shape \(6, 4\).*names mesh axis 'model'"):
+        dist.distribute(model, mesh, {"**": dist.ShardFirstDivisible("model")})
+    assert model[0].weight is before  # nothing moved
+
+    class Odd(nn.Module):
+        partition_axes: ClassVar[dict[str, tuple[str, ...]]] = {"w": ("embed",)}
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(np.ones((2, 3), np.float32))
+
+    with pytest.raises(
+        ValueError, match=r"Odd\.partition_axes gives \('embed',\) \(1 names\) for a 2-dimensional"
+    ):
+        dist.plan_shardings(Odd(), mesh, {"**": dist.Logical({"embed": "data"})})
+    with pytest.raises(TypeError, match=r"sharded_init: expected an fparam nn\.Module, got dict"):
+        dist.sharded_init(lambda: {"w": np.ones(2)}, mesh)
