@@ -19,7 +19,6 @@ from __future__ import annotations
 from tests.distributed._devices import run_script
 
 SCRIPT = r"""
-import importlib.util
 import os
 import tempfile
 
@@ -30,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 import fparam
 from fparam import nn, optim
+from tests.distributed._digits import CNN, digits
 from fparam.distributed import (
     ColwiseParallel,
     HeadwiseParallel,
@@ -44,31 +44,7 @@ FAST = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": Fals
 AUTO = jax.sharding.AxisType.Auto
 
 
-class CNN(nn.Module):
-    # examples/train_digits_sharded.py's model, narrower.
-    def __init__(self, width=8, hidden=32):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
-            nn.ReLU(),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * 16, hidden), nn.ReLU(), nn.Linear(hidden, 10)
-        )
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-# scikit-learn's digits, read from the file it ships (importing sklearn costs 2 s of CPU).
-_root = importlib.util.find_spec("sklearn").submodule_search_locations[0]
-digits = np.loadtxt(
-    os.path.join(_root, "datasets", "data", "digits.csv.gz"), delimiter=",", dtype=np.float32
-)[:64]
-images = ((digits[:, :64] / 16.0 - 0.3) / 0.4).reshape(-1, 1, 8, 8)
-labels = digits[:, 64].astype(np.int32)
+images, labels = digits(64)
 K, BATCH = 3, 16
 batches = [(images[i * BATCH : (i + 1) * BATCH], labels[i * BATCH : (i + 1) * BATCH]) for i in range(K + 1)]
 criterion = nn.CrossEntropyLoss()

@@ -14,8 +14,6 @@ import textwrap
 from tests.distributed._devices import PRELUDE, run_processes
 
 SCRIPT = r"""
-import importlib.util
-import os
 import sys
 
 import jax
@@ -31,35 +29,13 @@ assert jax.device_count() == 8 and jax.local_device_count() == 4, jax.devices()
 
 import fparam
 from fparam import nn, optim
+from tests.distributed._digits import CNN, digits
 from fparam.distributed import fully_shard
 
 FAST = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
-class CNN(nn.Module):
-    def __init__(self, width=8, hidden=32):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
-            nn.ReLU(),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * 16, hidden), nn.ReLU(), nn.Linear(hidden, 10)
-        )
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-# scikit-learn's digits, read from the file it ships (importing sklearn costs 2 s of CPU).
-_root = importlib.util.find_spec("sklearn").submodule_search_locations[0]
-digits = np.loadtxt(
-    os.path.join(_root, "datasets", "data", "digits.csv.gz"), delimiter=",", dtype=np.float32
-)[:48]
-images = ((digits[:, :64] / 16.0 - 0.3) / 0.4).reshape(-1, 1, 8, 8)
-labels = digits[:, 64].astype(np.int32)
+images, labels = digits(48)
 criterion = nn.CrossEntropyLoss()
 
 
